@@ -1,0 +1,83 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// The core (`Futurelock`) depends only on swift-collections and swift-log so a service that links it
+// pays for nothing else. Symbolication (libdw), the CLI, the reproducers and the benchmark are separate
+// targets; heavy integrations (PostgresNIO, Hummingbird) get targets of their own.
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "Futurelock",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Futurelock", targets: ["Futurelock"]),
+        .library(name: "FuturelockSymbols", targets: ["FuturelockSymbols"]),
+        .executable(name: "futurelock", targets: ["FuturelockCLI"]),
+        .executable(name: "futurelock-bench", targets: ["FuturelockBenchmarks"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
+    ],
+    targets: [
+        .target(
+            name: "Futurelock",
+            dependencies: [
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .systemLibrary(
+            name: "CLibdw",
+            pkgConfig: "libdw",
+            providers: [.apt(["libdw-dev"])]
+        ),
+        .target(
+            name: "FuturelockSymbols",
+            dependencies: ["CLibdw"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "FuturelockReproducers",
+            dependencies: ["Futurelock"],
+            path: "Reproducers",
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "FuturelockCLI",
+            dependencies: [
+                "Futurelock",
+                "FuturelockSymbols",
+                "FuturelockReproducers",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/futurelock",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "FuturelockBenchmarks",
+            dependencies: [
+                "Futurelock",
+                .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+            ],
+            path: "Tests/Benchmarks",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "FuturelockTests",
+            dependencies: ["Futurelock"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "FuturelockSymbolsTests",
+            dependencies: ["FuturelockSymbols"],
+            swiftSettings: strict
+        ),
+    ]
+)

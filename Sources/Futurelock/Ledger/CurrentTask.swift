@@ -1,0 +1,50 @@
+// The identity of the running task, as the runtime knows it.
+//
+// Futurelock names tasks by the runtime's task id: a 64-bit number that increases monotonically and is
+// never reused, unlike the address of the task object, which the allocator hands out again as soon as
+// a task is destroyed. A ledger that keyed on addresses would, after a few thousand short-lived tasks,
+// attribute an old permit to a brand-new task. The two entry points below are exported by
+// libswift_Concurrency; the standard library uses it for `UnownedJob`. It takes the task object (a
+// job) and returns its 64-bit id under the Swift calling convention. The task object itself comes from
+// `withUnsafeCurrentTask`, whose value is a single reference to it.
+
+@_silgen_name("swift_task_getJobTaskId")
+private func _futurelockJobTaskID(_ job: OpaquePointer) -> UInt64
+
+/// A task's runtime identifier: 64 bits, monotonically increasing, never reused within a process.
+///
+/// `TaskID.none` (raw value 0) stands for code that is not running inside a Swift task at all, such as
+/// a synchronous `main` before the first `await`, or a thread created by C code.
+public struct TaskID: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
+    /// The runtime's id for the task.
+    public var rawValue: UInt64
+
+    /// Wraps a raw runtime task id.
+    @inlinable
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+
+    /// Code not running in a Swift task.
+    public static let none = TaskID(rawValue: 0)
+
+    /// The id of the task this code runs in, or `.none` outside a task.
+    @inline(__always)
+    public static var current: TaskID {
+        withUnsafeCurrentTask { task in
+            guard let task else { return .none }
+            return TaskID(rawValue: _futurelockJobTaskID(unsafeBitCast(task, to: OpaquePointer.self)))
+        }
+    }
+
+    public static func < (lhs: TaskID, rhs: TaskID) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    public var description: String { self == .none ? "no-task" : "task \(rawValue)" }
+
+    public init(from decoder: any Decoder) throws {
+        rawValue = try decoder.singleValueContainer().decode(UInt64.self)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+}

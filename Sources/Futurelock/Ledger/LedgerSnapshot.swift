@@ -1,0 +1,205 @@
+/// Identifies an instrumented resource (a semaphore, a channel, a pool) within one ledger.
+public struct ResourceID: Hashable, Sendable, Comparable, Codable, CustomStringConvertible {
+    /// Serial number within the ledger.
+    public var rawValue: UInt64
+    /// Wraps a serial number.
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    public static func < (lhs: ResourceID, rhs: ResourceID) -> Bool { lhs.rawValue < rhs.rawValue }
+    public var description: String { "resource:\(rawValue)" }
+    public init(from decoder: any Decoder) throws {
+        rawValue = try decoder.singleValueContainer().decode(UInt64.self)
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+}
+
+/// What kind of primitive a resource is.
+public enum ResourceKind: String, Sendable, Codable {
+    case semaphore, channel, pool
+}
+
+/// One instrumented resource at the moment of the snapshot.
+public struct ResourceRecord: Sendable, Hashable, Codable {
+    public var id: ResourceID
+    public var kind: ResourceKind
+    public var name: String
+    /// Permits, slots or connections in total.
+    public var capacity: Int
+    /// Free right now (not held, not buffered).
+    public var available: Int
+    /// Holdings outstanding (permits, reserved send slots, leased connections).
+    public var held: Int
+    /// Tasks waiting.
+    public var waiting: Int
+    /// Messages buffered in a channel (zero for other kinds).
+    public var buffered: Int
+    /// Closed channel or shut-down pool.
+    public var closed: Bool
+
+    public init(id: ResourceID, kind: ResourceKind, name: String, capacity: Int, available: Int,
+                held: Int, waiting: Int, buffered: Int = 0, closed: Bool = false) {
+        self.id = id; self.kind = kind; self.name = name; self.capacity = capacity
+        self.available = available; self.held = held; self.waiting = waiting
+        self.buffered = buffered; self.closed = closed
+    }
+}
+
+/// What a holding is.
+public enum HoldingKind: String, Sendable, Codable {
+    /// A semaphore permit.
+    case permit
+    /// A channel slot reserved with `reserve()` and not yet used to send.
+    case sendSlot
+    /// A pool connection that is checked out.
+    case connection
+}
+
+/// One outstanding permit, reserved slot or leased connection.
+public struct HoldingRecord: Sendable, Hashable, Codable {
+    /// Unique within its resource while outstanding.
+    public var id: UInt64
+    public var resource: ResourceID
+    public var kind: HoldingKind
+    /// The innermost tree node that holds it (a scope of the holding task, or the task).
+    public var holder: NodeID
+    /// The task that holds it.
+    public var holderTask: TaskID
+    /// Where it was acquired.
+    public var site: CallSite
+    /// When it was acquired (coarse clock).
+    public var since: MonotonicInstant
+    /// The task that originally acquired it, when ownership has moved since.
+    public var acquiredBy: TaskID?
+    /// Captured acquisition backtrace (return addresses), when capture is on.
+    public var backtrace: [UInt]?
+
+    public init(id: UInt64, resource: ResourceID, kind: HoldingKind, holder: NodeID, holderTask: TaskID,
+                site: CallSite, since: MonotonicInstant, acquiredBy: TaskID? = nil, backtrace: [UInt]? = nil) {
+        self.id = id; self.resource = resource; self.kind = kind; self.holder = holder
+        self.holderTask = holderTask; self.site = site; self.since = since
+        self.acquiredBy = acquiredBy; self.backtrace = backtrace
+    }
+}
+
+/// What a waiter is waiting to do.
+public enum WaitKind: String, Sendable, Codable {
+    case acquire, send, reserve, receive, checkout
+}
+
+/// One task suspended on a resource.
+public struct WaitRecord: Sendable, Hashable, Codable {
+    public var resource: ResourceID
+    public var kind: WaitKind
+    /// The innermost tree node that waits.
+    public var waiter: NodeID
+    /// The task that waits.
+    public var waiterTask: TaskID
+    /// Where the wait was written.
+    public var site: CallSite
+    /// When the wait started (coarse clock).
+    public var since: MonotonicInstant
+    /// 0 for the head of the queue.
+    public var position: Int
+
+    public init(resource: ResourceID, kind: WaitKind, waiter: NodeID, waiterTask: TaskID, site: CallSite,
+                since: MonotonicInstant, position: Int) {
+        self.resource = resource; self.kind = kind; self.waiter = waiter; self.waiterTask = waiterTask
+        self.site = site; self.since = since; self.position = position
+    }
+}
+
+/// A node of the task tree as seen in a snapshot.
+public struct TreeNodeRecord: Sendable, Hashable, Codable {
+    public enum Kind: String, Sendable, Codable { case task, scope }
+    public var id: NodeID
+    public var kind: Kind
+    /// The parent node; `nil` for roots.
+    public var parent: NodeID?
+    /// Scope name; `nil` for tasks.
+    public var name: String?
+    /// The task the node belongs to (for a task node, itself).
+    public var task: TaskID
+    /// Lifecycle of a scope; `nil` for tasks (the runtime does not tell).
+    public var state: ScopeNode.State?
+    public var openedAt: MonotonicInstant?
+    public var closedAt: MonotonicInstant?
+
+    public init(id: NodeID, kind: Kind, parent: NodeID?, name: String?, task: TaskID,
+                state: ScopeNode.State?, openedAt: MonotonicInstant?, closedAt: MonotonicInstant?) {
+        self.id = id; self.kind = kind; self.parent = parent; self.name = name; self.task = task
+        self.state = state; self.openedAt = openedAt; self.closedAt = closedAt
+    }
+}
+
+/// A misuse the ledger caught: a release of something already released, or a holding dropped
+/// without being released (which the primitive then released on the owner's behalf).
+public struct LedgerProblem: Sendable, Hashable, Codable {
+    public enum Kind: String, Sendable, Codable {
+        case doubleRelease
+        case droppedWithoutRelease
+    }
+    public var kind: Kind
+    public var resource: ResourceID
+    public var resourceName: String
+    public var holdingKind: HoldingKind
+    /// Where the holding was acquired (when the ledger knew).
+    public var acquiredAt: CallSite?
+    /// The task that acquired it (when the ledger knew).
+    public var acquiredBy: TaskID?
+    /// Where the offending release was written (double release only).
+    public var releasedAt: CallSite?
+    /// The task that made the offending call (double release only).
+    public var releasedBy: TaskID?
+    public var time: MonotonicInstant
+
+    /// One line a person can act on.
+    public var message: String {
+        let origin = acquiredAt.map { " acquired at \($0)" } ?? ""
+        switch kind {
+        case .doubleRelease:
+            let at = releasedAt.map { " at \($0)" } ?? ""
+            return "\(holdingKind.rawValue) of '\(resourceName)'\(origin) was released twice (second release\(at)); the second release was ignored"
+        case .droppedWithoutRelease:
+            return "\(holdingKind.rawValue) of '\(resourceName)'\(origin) was dropped without release; it was released on the owner's behalf — release it explicitly or use the scoped form"
+        }
+    }
+}
+
+/// What happened to a resource, when the ledger keeps event history.
+public struct LedgerEvent: Sendable, Hashable, Codable {
+    public enum Kind: String, Sendable, Codable {
+        case grant, release, handoff, waitStart, waitEnd, transfer, send, receive, close, cancelled
+    }
+    /// Orders events across resources.
+    public var sequence: UInt64
+    public var time: MonotonicInstant
+    public var kind: Kind
+    public var resource: ResourceID
+    public var task: TaskID
+    public var node: NodeID
+    public var site: CallSite
+}
+
+/// An immutable view of everything a ledger knows at one moment: the only input of the watchdog.
+public struct LedgerSnapshot: Sendable, Codable {
+    /// When the snapshot was taken (precise clock).
+    public var takenAt: MonotonicInstant
+    public var resources: [ResourceRecord]
+    public var holdings: [HoldingRecord]
+    public var waits: [WaitRecord]
+    /// Every node referenced by a holding or a wait, with all its ancestors.
+    public var nodes: [TreeNodeRecord]
+    /// Recent events, oldest first (empty unless event history is on).
+    public var events: [LedgerEvent]
+    /// Misuses caught since the ledger was created (most recent last, bounded).
+    public var problems: [LedgerProblem]
+
+    public init(takenAt: MonotonicInstant, resources: [ResourceRecord] = [], holdings: [HoldingRecord] = [],
+                waits: [WaitRecord] = [], nodes: [TreeNodeRecord] = [], events: [LedgerEvent] = [],
+                problems: [LedgerProblem] = []) {
+        self.takenAt = takenAt; self.resources = resources; self.holdings = holdings; self.waits = waits
+        self.nodes = nodes; self.events = events; self.problems = problems
+    }
+}

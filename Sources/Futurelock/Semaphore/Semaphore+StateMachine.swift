@@ -1,0 +1,103 @@
+import DequeModule
+
+extension Semaphore {
+    /// The semaphore's logic as a value type: every event returns what the caller must do once it
+    /// has left the lock (resume a continuation, report a problem). Nothing here suspends, resumes or
+    /// logs, so every transition can be tested directly.
+    struct StateMachine {
+        typealias Continuation = UnsafeContinuation<Int32, any Error>
+
+        struct Waiter {
+            var continuation: Continuation
+            var stamp: OwnerStamp?
+        }
+
+        let capacity: Int
+        private(set) var available: Int
+        private(set) var waiters = FIFOWaitQueue<Waiter>()
+        private(set) var holdings = HoldingTable()
+        /// Outstanding permits when the ledger is off (the table counts them when it is on).
+        private(set) var untrackedHeld = 0
+
+        init(capacity: Int) {
+            self.capacity = capacity
+            self.available = capacity
+        }
+
+        var held: Int { holdings.count + untrackedHeld }
+
+        /// Slot value meaning "granted, not recorded" (ledger off).
+        static let untrackedSlot: Int32 = -1
+
+        private mutating func grant(_ stamp: OwnerStamp?) -> Int32 {
+            if let stamp { return holdings.insert(stamp) }
+            untrackedHeld += 1
+            return Self.untrackedSlot
+        }
+
+        // MARK: acquire
+
+        /// Fast path: a permit if one is free and nobody queues (no barging past waiters).
+        mutating func tryAcquire(_ stamp: OwnerStamp?) -> Int32? {
+            guard available > 0, waiters.isEmpty else { return nil }
+            available -= 1
+            return grant(stamp)
+        }
+
+        enum EnqueueAction {
+            /// A permit became free between the fast path and the enqueue: resume at once with it.
+            case resumeGranted(Continuation, Int32)
+            /// The task was cancelled before it could queue.
+            case resumeCancelled(Continuation)
+            /// Queued; the continuation will be resumed by a release, a cancel or nothing else.
+            case suspended
+        }
+
+        mutating func enqueue(id: UInt64, _ continuation: Continuation, stamp: OwnerStamp?,
+                              isCancelled: Bool) -> EnqueueAction {
+            if isCancelled { return .resumeCancelled(continuation) }
+            if let slot = tryAcquire(stamp) { return .resumeGranted(continuation, slot) }
+            waiters.append(id, Waiter(continuation: continuation, stamp: stamp))
+            return .suspended
+        }
+
+        // MARK: release
+
+        enum ReleaseAction {
+            /// The permit went back to the pool of free permits.
+            case none
+            /// The permit was handed to the head waiter (FIFO): resume it with its new slot.
+            case handOff(Continuation, Int32, OwnerStamp?)
+        }
+
+        /// Returns one permit: straight to the first waiter if there is one, so a newcomer on the
+        /// fast path can never take it first.
+        mutating func release(slot: Int32) -> ReleaseAction {
+            if slot == Self.untrackedSlot {
+                untrackedHeld -= 1
+            } else {
+                holdings.remove(slot)
+            }
+            if let (_, waiter) = waiters.popFirst() {
+                return .handOff(waiter.continuation, grant(waiter.stamp), waiter.stamp)
+            }
+            available += 1
+            assert(available <= capacity, "BUG DETECTED: semaphore has more free permits than its capacity")
+            return .none
+        }
+
+        /// Records that the current task owns the permit now.
+        mutating func transfer(slot: Int32, to task: TaskID, node: ScopeNode?) -> TaskID? {
+            holdings.transfer(slot, to: task, node: node)
+        }
+
+        // MARK: cancel
+
+        /// A waiter's task was cancelled: if it still queues, remove it and resume it with an error.
+        /// If it is no longer queued it was handed a permit already; the waiter itself will notice
+        /// the cancellation after it wakes and pass the permit on.
+        mutating func cancel(id: UInt64) -> Continuation? {
+            waiters.remove(id)?.continuation
+        }
+    }
+}

@@ -1,0 +1,237 @@
+// A FIFO-fair counting semaphore whose permits are owned objects recorded in the ledger.
+//
+// Fairness. Waiters are served strictly in arrival order. A release never increments a counter that a
+// newcomer could grab: when anyone is waiting, the released permit is handed directly to the head
+// waiter (the hand-off), inside the same critical section that removes it from the queue. The fast
+// path (`tryAcquire`, and the first step of `acquire`) only succeeds when a permit is free *and* the
+// queue is empty, so nobody barges past a waiter.
+//
+// Hand-off is also exactly what makes futurelocks possible: once a permit has been handed to a waiter,
+// it belongs to that waiter's task whether or not the task ever looks at it again. The ledger records
+// the hand-off so the watchdog can say which task — and which child or scope of it — now holds it.
+//
+// Cancellation. A waiter registers a cancellation handler before it suspends. If the task is cancelled
+// while the waiter is still queued, the waiter is removed (O(1)) and `acquire` throws
+// `CancellationError`. If cancellation races with a hand-off and the permit was already handed over,
+// the woken waiter sees its task is cancelled, releases the permit — which hands it to the next waiter
+// — and throws. A cancelled `acquire` therefore never returns a permit and never loses one.
+//
+// Ownership. A `Permit` is released exactly once: `release()` or the end of `withPermit`. A second
+// release is ignored and reported to the ledger as a double release (never double-counted). A permit
+// that is dropped without release is released by its deinitialiser and reported as a leak with the
+// site that acquired it. When a task other than the acquirer releases or claims a permit, the ledger
+// records the move of ownership.
+//
+// Locking. One `Mutex` per semaphore guards its state machine. Continuations are resumed and problems
+// reported only after the lock is released.
+
+import Synchronization
+
+/// A FIFO-fair counting semaphore with owned, recorded permits. See the file header for the rules.
+public final class Semaphore: Sendable {
+    /// The name used in dumps and errors.
+    public let name: String
+    /// The number of permits.
+    public let capacity: Int
+    /// The ledger that records this semaphore's holdings and waiters.
+    public let ledger: Ledger
+    /// This semaphore's id in the ledger.
+    public let id: ResourceID
+
+    let state: Mutex<StateMachine>
+    private let waiterSerial = Atomic<UInt64>(0)
+    private let history: EventHistory?
+
+    /// Creates a semaphore.
+    ///
+    /// - Parameters:
+    ///   - name: A name a person recognises in a dump, e.g. `"db-connections"`.
+    ///   - permits: How many permits exist; at least 1.
+    ///   - ledger: Where holdings and waits are recorded (defaults to the process-wide ledger).
+    /// - Throws: ``FuturelockError/invalidCapacity(resource:value:)`` when `permits < 1`.
+    public init(name: String, permits: Int, ledger: Ledger = .shared) throws(FuturelockError) {
+        guard permits >= 1 else { throw .invalidCapacity(resource: name, value: permits) }
+        self.name = name
+        self.capacity = permits
+        self.ledger = ledger
+        self.state = Mutex(StateMachine(capacity: permits))
+        self.id = ledger.nextResourceID()
+        self.history = EventHistory(ledger: ledger, resource: id)
+        ledger.register(self, id: id)
+    }
+
+    deinit { ledger.unregister(id) }
+
+    /// Permits free right now (a hint: it may change before you act on it).
+    public var availablePermits: Int { state.withLock { $0.available } }
+
+    /// Tasks waiting right now.
+    public var waitingCount: Int { state.withLock { $0.waiters.count } }
+
+    // MARK: - Acquiring
+
+    /// Waits for a permit, first come, first served.
+    ///
+    /// - Returns: The permit, owned by the calling task until it is released.
+    /// - Throws: `CancellationError` if the task is cancelled before the permit is granted (a permit
+    ///   granted concurrently with the cancellation is passed on to the next waiter, never kept).
+    public func acquire(fileID: StaticString = #fileID, line: UInt = #line,
+                        function: StaticString = #function) async throws -> Permit {
+        let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
+        if let slot = state.withLock({ $0.tryAcquire(stamp) }) {
+            record(.grant, stamp)
+            return Permit(semaphore: self, slot: slot)
+        }
+        return try await acquireSlow(stamp)
+    }
+
+    private func acquireSlow(_ stamp: OwnerStamp?) async throws -> Permit {
+        let waiterID = waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
+        record(.waitStart, stamp)
+        let slot: Int32
+        do {
+            slot = try await withTaskCancellationHandler {
+                try await withUnsafeThrowingContinuation { (continuation: StateMachine.Continuation) in
+                    let action = state.withLock {
+                        $0.enqueue(id: waiterID, continuation, stamp: stamp, isCancelled: Task.isCancelled)
+                    }
+                    switch action {
+                    case .suspended: break
+                    case .resumeGranted(let continuation, let slot): continuation.resume(returning: slot)
+                    case .resumeCancelled(let continuation): continuation.resume(throwing: CancellationError())
+                    }
+                }
+            } onCancel: {
+                if let continuation = state.withLock({ $0.cancel(id: waiterID) }) {
+                    continuation.resume(throwing: CancellationError())
+                }
+            }
+        } catch {
+            record(.cancelled, stamp)
+            throw error
+        }
+        let permit = Permit(semaphore: self, slot: slot)
+        if Task.isCancelled {
+            // Cancelled after the hand-off: pass the permit on rather than return it to a caller that
+            // has stopped wanting it.
+            permit.release()
+            record(.cancelled, stamp)
+            throw CancellationError()
+        }
+        record(.waitEnd, stamp)
+        return permit
+    }
+
+    /// Takes a permit if one is free and nobody is waiting; never suspends.
+    public func tryAcquire(fileID: StaticString = #fileID, line: UInt = #line,
+                           function: StaticString = #function) -> Permit? {
+        let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
+        guard let slot = state.withLock({ $0.tryAcquire(stamp) }) else { return nil }
+        record(.grant, stamp)
+        return Permit(semaphore: self, slot: slot)
+    }
+
+    /// Waits for a permit, but gives up after `timeout`.
+    ///
+    /// - Throws: ``FuturelockError/timedOut(resource:after:)`` (nothing is held),
+    ///   ``FuturelockError/invalidTimeout(resource:timeout:)`` for a negative timeout, or
+    ///   `CancellationError`.
+    public func acquire(timeout: Duration, fileID: StaticString = #fileID, line: UInt = #line,
+                        function: StaticString = #function) async throws -> Permit {
+        guard timeout >= .zero else { throw FuturelockError.invalidTimeout(resource: name, timeout: timeout) }
+        if let permit = tryAcquire(fileID: fileID, line: line, function: function) { return permit }
+        return try await TimeoutRace.run(resource: name, timeout: timeout) {
+            try await self.acquire(fileID: fileID, line: line, function: function)
+        }
+    }
+
+    /// Runs `body` while holding a permit, and releases it however `body` ends.
+    public func withPermit<Result>(
+        fileID: StaticString = #fileID, line: UInt = #line, function: StaticString = #function,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: () async throws -> Result
+    ) async throws -> Result {
+        let permit = try await acquire(fileID: fileID, line: line, function: function)
+        defer { permit.release(fileID: fileID, line: line, function: function) }
+        return try await body()
+    }
+
+    // MARK: - Releasing (called by Permit)
+
+    func release(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
+        var releaser: OwnerStamp?
+        if ledger.isEnabled {
+            releaser = ledger.stamp(fileID: fileID, line: line, function: function)
+        }
+        let (action, transferredFrom) = state.withLock { machine -> (StateMachine.ReleaseAction, TaskID?) in
+            var from: TaskID?
+            if let releaser, slot != StateMachine.untrackedSlot {
+                from = machine.transfer(slot: slot, to: releaser.task, node: releaser.node)
+            }
+            return (machine.release(slot: slot), from)
+        }
+        if transferredFrom != nil { record(.transfer, releaser) }
+        record(.release, releaser)
+        if case .handOff(let continuation, let newSlot, let stamp) = action {
+            record(.handoff, stamp)
+            continuation.resume(returning: newSlot)
+        }
+    }
+
+    func claim(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
+        guard ledger.isEnabled, slot != StateMachine.untrackedSlot else { return }
+        let task = TaskID.current
+        let node = Futurelock.currentNode
+        let moved = state.withLock { $0.transfer(slot: slot, to: task, node: node) }
+        if moved != nil { record(.transfer, ledger.stamp(fileID: fileID, line: line, function: function)) }
+    }
+
+    func reportDoubleRelease(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
+        let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
+        ledger.report(LedgerProblem(
+            kind: .doubleRelease, resource: id, resourceName: name, holdingKind: .permit,
+            acquiredAt: nil, acquiredBy: nil, releasedAt: stamp?.site.callSite,
+            releasedBy: stamp?.task, time: .now))
+    }
+
+    func releaseDropped(slot: Int32) {
+        let (entry, action) = state.withLock { machine in
+            (machine.holdings[slot], machine.release(slot: slot))
+        }
+        if case .handOff(let continuation, let newSlot, let stamp) = action {
+            record(.handoff, stamp)
+            continuation.resume(returning: newSlot)
+        }
+        ledger.report(LedgerProblem(
+            kind: .droppedWithoutRelease, resource: id, resourceName: name, holdingKind: .permit,
+            acquiredAt: entry?.stamp.site.callSite, acquiredBy: entry?.acquiredBy,
+            releasedAt: nil, releasedBy: nil, time: .now))
+    }
+
+    // MARK: - Event history
+
+    @inline(__always)
+    private func record(_ kind: LedgerEvent.Kind, _ stamp: OwnerStamp?) {
+        history?.record(kind, stamp)
+    }
+}
+
+extension Semaphore: LedgerTracked {
+    func contribute(to builder: inout SnapshotBuilder) {
+        state.withLock { machine in
+            builder.add(ResourceRecord(
+                id: id, kind: .semaphore, name: name, capacity: capacity, available: machine.available,
+                held: machine.held, waiting: machine.waiters.count))
+            machine.holdings.forEach { entry in
+                builder.addHolding(id: entry.serial, resource: id, kind: .permit, stamp: entry.stamp,
+                                   acquiredBy: entry.acquiredBy)
+            }
+            machine.waiters.forEachInOrder { position, _, waiter in
+                if let stamp = waiter.stamp {
+                    builder.addWait(resource: id, kind: .acquire, stamp: stamp, position: position)
+                }
+            }
+        }
+        if let history { builder.addEvents(history.events) }
+    }
+}

@@ -1,0 +1,50 @@
+/// Runs a wait against a timer, futurelock-safely: whichever finishes first, the group is drained
+/// before returning, so a grant that arrives just after the timer fired is returned to the caller
+/// instead of being parked, unseen, in an abandoned child's result (the very shape of a futurelock).
+enum TimeoutRace {
+    private enum Outcome<Value: Sendable>: Sendable {
+        case value(Value)
+        case failed(any Error)
+        case timerFired
+        case timerCancelled
+    }
+
+    static func run<Value: Sendable>(
+        resource: String, timeout: Duration, _ operation: @escaping @Sendable () async throws -> Value
+    ) async throws -> Value {
+        let outcome = await withTaskGroup(of: Outcome<Value>.self) { group -> Outcome<Value> in
+            group.addTask {
+                do { return .value(try await operation()) } catch { return .failed(error) }
+            }
+            group.addTask {
+                do {
+                    try await Task.sleep(for: timeout)
+                    return .timerFired
+                } catch {
+                    return .timerCancelled
+                }
+            }
+            var value: Value?
+            var failure: (any Error)?
+            var timerFired = false
+            // Drain both children: the group never ends with a result nobody looked at.
+            while let next = await group.next() {
+                switch next {
+                case .value(let v): value = v; group.cancelAll()
+                case .failed(let error): failure = error
+                case .timerFired: timerFired = true; group.cancelAll()
+                case .timerCancelled: break
+                }
+            }
+            if let value { return .value(value) }
+            if timerFired, !Task.isCancelled, failure is CancellationError { return .timerFired }
+            return .failed(failure ?? CancellationError())
+        }
+        switch outcome {
+        case .value(let value): return value
+        case .timerFired: throw FuturelockError.timedOut(resource: resource, after: timeout)
+        case .failed(let error): throw error
+        case .timerCancelled: throw CancellationError()
+        }
+    }
+}
