@@ -46,7 +46,7 @@ let package = Package(
             name: "FuturelockReproducers",
             dependencies: ["Futurelock"],
             path: "Reproducers",
-            exclude: ["README.md"],
+            exclude: ["README.md", "run-gallery.sh"],
             swiftSettings: strict
         ),
         .executableTarget(
