@@ -123,6 +123,12 @@ public final class Ledger: Sendable {
     /// The problems kept so far, oldest first.
     public var problems: [LedgerProblem] { problemLog.withLock { $0 } }
 
+    /// When the longest wait on any resource started, or `nil` when nobody waits. O(resources).
+    public func oldestWait() -> MonotonicInstant? {
+        let tracked = registry.withLock { $0.values.compactMap(\.value) }
+        return tracked.compactMap { $0.oldestWait() }.min()
+    }
+
     /// Everything the ledger knows right now, as one immutable value.
     ///
     /// Each primitive is visited once under its own lock; the view of one primitive is exact, and the
@@ -148,6 +154,12 @@ public final class Ledger: Sendable {
 /// A primitive the ledger can ask for its holdings and waiters.
 protocol LedgerTracked: AnyObject, Sendable {
     func contribute(to builder: inout SnapshotBuilder)
+    /// When the longest current wait started (a cheap probe: waiters are FIFO, so it is the head's).
+    func oldestWait() -> MonotonicInstant?
+}
+
+extension LedgerTracked {
+    func oldestWait() -> MonotonicInstant? { nil }
 }
 
 private struct WeakTracked: @unchecked Sendable {

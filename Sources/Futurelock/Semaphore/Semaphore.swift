@@ -217,6 +217,10 @@ public final class Semaphore: Sendable {
 }
 
 extension Semaphore: LedgerTracked {
+    func oldestWait() -> MonotonicInstant? {
+        state.withLock { $0.waiters.first()?.payload.stamp?.time }
+    }
+
     func contribute(to builder: inout SnapshotBuilder) {
         state.withLock { machine in
             builder.add(ResourceRecord(

@@ -85,7 +85,7 @@ public enum Detector {
     static func queue(on resource: ResourceID, except: TaskID?, _ index: SnapshotIndex) -> (Int, [Finding.QueueGroup]) {
         var counts: [CallSite: Int] = [:]
         var total = 0
-        for wait in index.waitsByResource[resource] ?? [] where wait.waiterTask != except {
+        for wait in index.waitsByResource[resource] ?? [] where wait.waiterTask != except && WaitForAnalysis.blocks(wait.kind) {
             counts[wait.site, default: 0] += 1
             total += 1
         }

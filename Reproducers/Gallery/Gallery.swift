@@ -1,0 +1,99 @@
+import Futurelock
+import Logging
+
+/// Every reproducer, in form order.
+public enum Gallery {
+    public static let all: [any Reproducer] = [
+        TaskGroupRace(), AsyncLetLease(), TaskHandle(), ReadAheadStream(), ReserveSend(), PoolActor(),
+        Reentrant(), ABBA(),
+    ]
+
+    /// The reproducer with this name.
+    public static func named(_ name: String) -> (any Reproducer)? { all.first { $0.name == name } }
+
+    /// How a run ended.
+    public enum Status: String, Sendable {
+        case completed, finding, timedOut = "timed out", failed
+    }
+
+    /// The outcome of one run.
+    public struct Outcome: Sendable {
+        public var reproducer: String
+        public var variant: Variant
+        public var status: Status
+        /// The watchdog's report at the moment it found something (or the final check).
+        public var report: Report?
+        public var seconds: Double
+        public var error: String?
+
+        /// 0 = completed with no finding, 2 = finding reported, 124 = timed out, 1 = the scenario failed.
+        public var exitCode: Int32 {
+            switch status {
+            case .completed: return 0
+            case .finding: return 2
+            case .timedOut: return 124
+            case .failed: return 1
+            }
+        }
+    }
+
+    /// The watchdog settings the gallery uses: quick, so a run takes well under a second.
+    public static let watchdogConfiguration = Watchdog.Configuration(
+        interval: .milliseconds(100), waitThreshold: .milliseconds(200),
+        policy: DetectionPolicy(gracePeriod: .milliseconds(300), stallThreshold: .seconds(30),
+                                leakThreshold: .seconds(30)))
+
+    /// Runs one variant of one reproducer.
+    ///
+    /// The scenario runs in a task; the runner checks with the watchdog every interval (instrumented
+    /// and fixed variants). On a lock finding it records the report and cancels the scenario (the
+    /// instrumented primitives unwind on cancellation); at the timeout it cancels it too.
+    public static func run(_ reproducer: any Reproducer, variant: Variant, timeout: Duration) async -> Outcome {
+        let quiet = Logger(label: "futurelock.reproducer", factory: { _ in SwiftLogNoOpLogHandler() })
+        let ledger = Ledger(configuration: .init(isEnabled: variant != .plain), logger: quiet)
+        let watchdog = Watchdog(ledger: ledger, configuration: watchdogConfiguration, logger: quiet)
+        let start = ContinuousClock.now
+        let scenario = Task.detached {
+            try await reproducer.run(fixed: variant == .fixed, ledger: ledger)
+        }
+        var status: Status?
+        var report: Report?
+        var failure: String?
+        let finished = Flag()
+        let watcher = Task.detached {
+            _ = await scenario.result
+            finished.set()
+        }
+        while status == nil {
+            // The runner's own cadence: one watchdog interval between looks.
+            try? await Task.sleep(for: watchdogConfiguration.interval)
+            if finished.isSet {
+                switch await scenario.result {
+                case .success: status = .completed
+                case .failure(let error): status = .failed; failure = "\(error)"
+                }
+                break
+            }
+            if variant != .plain {
+                let current = watchdog.check()
+                if current.findings.contains(where: { $0.kind.isLock || $0.kind == .leak }) {
+                    report = current
+                    status = .finding
+                    break
+                }
+            }
+            if ContinuousClock.now - start >= timeout { status = .timedOut }
+        }
+        scenario.cancel()
+        _ = await scenario.result
+        watcher.cancel()
+        if status == .completed, variant != .plain {
+            let final = watchdog.check()
+            report = final
+            if !final.findings.isEmpty { status = .finding }
+        }
+        let elapsed = (ContinuousClock.now - start).secondsDouble
+        return Outcome(reproducer: reproducer.name, variant: variant, status: status ?? .failed, report: report,
+                       seconds: elapsed, error: failure)
+    }
+}

@@ -1,0 +1,118 @@
+import Futurelock
+
+/// F6 — the incident: a pool actor fed through a capacity-1 request channel.
+///
+/// Connections are handed out by a pool task that receives checkout requests from a `BoundedChannel`
+/// of capacity 1 and answers each with a lease. One client races "reserve a request slot" against a
+/// timeout; the reserve arm wins the slot and finishes with it parked in the group; the timeout wins
+/// the race, and the client asks the pool again — queueing behind its own slot. The pool task is alive
+/// and idle (the channel is empty), the channel's only slot is owned by a finished child nobody will
+/// look at again, and every other client — 10,000 of them here — piles up behind it.
+///
+/// Fixed: when the timeout wins, cancel and drain the race, releasing the slot, before asking again.
+struct PoolActor: Reproducer {
+    let name = "pool-actor"
+    let form = "F6"
+    let summary = "a pool actor behind a capacity-1 request channel; a client's parked slot blocks 10,000 others"
+    let expectedKind = Finding.Kind.futurelock
+    let expectedCertainty = Finding.Certainty.certain
+    let culpritFile = "PoolActor.swift"
+
+    /// How many innocent clients queue behind the culprit.
+    var innocentClients = 10_000
+
+    /// A checkout request: the pool answers on `reply`.
+    struct Request: Sendable {
+        let reply: Reply
+    }
+
+    /// A single-use answer slot.
+    final class Reply: Sendable {
+        private let stream: AsyncStream<ConnectionPool<FakeConnection>.Lease>
+        private let continuation: AsyncStream<ConnectionPool<FakeConnection>.Lease>.Continuation
+        init() {
+            (stream, continuation) = AsyncStream.makeStream(of: ConnectionPool<FakeConnection>.Lease.self, bufferingPolicy: .unbounded)
+        }
+        func deliver(_ lease: ConnectionPool<FakeConnection>.Lease) { continuation.yield(lease); continuation.finish() }
+        func wait() async -> ConnectionPool<FakeConnection>.Lease? {
+            for await lease in stream { return lease }
+            return nil
+        }
+    }
+
+    enum Arm: Sendable {
+        case reserved(Tracked<SendPermit<Request>>)
+        case timedOut
+    }
+
+    func run(fixed: Bool, ledger: Ledger) async throws {
+        let pool = try ConnectionPool<FakeConnection>(name: "postgres", capacity: 4, ledger: ledger,
+                                                      factory: { FakeConnection() })
+        let requests = try BoundedChannel<Request>(name: "pool-requests", capacity: 1, ledger: ledger)
+        let innocents = innocentClients
+
+        try await withThrowingTaskGroup(of: Void.self) { outer in
+            // The pool actor: serve requests one at a time.
+            outer.addTask {
+                try await Futurelock.scope("pool-actor") {
+                    for try await request in requests {
+                        request.reply.deliver(try await pool.checkout())
+                    }
+                }
+            }
+            outer.addTask {
+                try await withThrowingTaskGroup(of: Void.self) { clients in
+                    let culpritQueued = Signal()
+                    clients.addTask {
+                        try await Futurelock.scope("client-culprit") {
+                            try await self.culprit(requests, fixed: fixed, queued: culpritQueued)
+                        }
+                    }
+                    await culpritQueued.wait()
+                    for _ in 0..<innocents {
+                        clients.addTask {
+                            let reply = Reply()
+                            try await requests.send(Request(reply: reply))
+                            await reply.wait()?.release()
+                        }
+                    }
+                    try await clients.waitForAll()
+                }
+                requests.close()
+            }
+            try await outer.waitForAll()
+        }
+        await pool.shutdown()
+    }
+
+    /// The client whose race goes wrong.
+    func culprit(_ requests: BoundedChannel<Request>, fixed: Bool, queued: Signal) async throws {
+        let timeout = Signal()
+        try await withThrowingTaskGroup(of: Arm.self) { race in
+            race.addTask {
+                .reserved(try await Futurelock.child("request-connection") {
+                    let slot = try await requests.reserve()
+                    await timeout.wait()                 // …and the timeout fires before it sends
+                    return slot
+                })
+            }
+            race.addTask {
+                while requests.availableSlots > 0 { await Task.yield() }
+                timeout.fire()
+                return .timedOut
+            }
+            guard case .timedOut = try await race.next() else { return }
+            if fixed {
+                race.cancelAll()
+                for try await arm in race {
+                    if case .reserved(let tracked) = arm { tracked.take().release() }
+                }
+            }
+            queued.fire()
+            // Ask the pool again.
+            let reply = Reply()
+            try await requests.send(Request(reply: reply))
+            await reply.wait()?.release()
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import Futurelock
+
+/// F4 — a read-ahead stream.
+///
+/// A consumer iterates a stream of rate-limited pages. The stream reads one page ahead: when it hands
+/// out page n it starts fetching page n+1 in a child task, which takes the rate limiter's only permit
+/// and finishes with the page (and the permit) waiting in the stream's buffer. After the first page
+/// the consumer stops iterating — the iterator is still alive — and calls the API directly, which
+/// needs the permit the read-ahead is holding.
+///
+/// Fixed: stop the stream properly — drain or cancel the read-ahead and release what it holds — or
+/// make the read-ahead release its permit before it parks the page.
+struct ReadAheadStream: Reproducer {
+    let name = "read-ahead-stream"
+    let form = "F4"
+    let summary = "a buffered stream pre-fetches a page that holds a permit; the consumer stops and acquires"
+    let expectedKind = Finding.Kind.futurelock
+    let expectedCertainty = Finding.Certainty.certain
+    let culpritFile = "ReadAheadStream.swift"
+
+    struct Page: Sendable {
+        var number: Int
+        var permit: Permit
+    }
+
+    /// Pages fetched through `limiter`, one page read ahead.
+    struct Pages: AsyncSequence {
+        typealias Element = Page
+        let limiter: Semaphore
+        let count: Int
+
+        struct Iterator: AsyncIteratorProtocol {
+            let limiter: Semaphore
+            let count: Int
+            var position = 0
+            var ahead: Task<Tracked<Page>, any Error>?
+
+            mutating func next() async throws -> Page? {
+                guard position < count else { return nil }
+                let current: Page
+                if let ahead {
+                    current = try await ahead.value.take()
+                } else {
+                    current = try await Self.fetch(position, limiter)
+                }
+                position += 1
+                if position < count {
+                    let number = position, limiter = limiter
+                    ahead = Task { try await Futurelock.child("read-ahead") { try await Self.fetch(number, limiter) } }
+                    // Hand out page n only once the read-ahead for n+1 has asked for its permit, as a
+                    // pre-fetching stream does (and so every run interleaves the same way).
+                    while limiter.waitingCount == 0, limiter.availablePermits == 0 { await Task.yield() }
+                } else {
+                    ahead = nil
+                }
+                return current
+            }
+
+            static func fetch(_ number: Int, _ limiter: Semaphore) async throws -> Page {
+                Page(number: number, permit: try await limiter.acquire())
+            }
+
+            /// Stops the read-ahead and releases whatever it fetched.
+            mutating func stop() async {
+                guard let ahead else { return }
+                ahead.cancel()
+                if let page = try? await ahead.value.take() { page.permit.release() }
+                self.ahead = nil
+            }
+        }
+
+        func makeAsyncIterator() -> Iterator { Iterator(limiter: limiter, count: count) }
+    }
+
+    func run(fixed: Bool, ledger: Ledger) async throws {
+        let limiter = try Semaphore(name: "api-rate-limit", permits: 1, ledger: ledger)
+        try await Futurelock.scope("sync-pages") {
+            var pages = Pages(limiter: limiter, count: 10).makeAsyncIterator()
+            guard let first = try await pages.next() else { return }
+            first.permit.release()
+            // Page 0 said everything is up to date: stop paging, ask the API directly.
+            if fixed { await pages.stop() }
+            let permit = try await limiter.acquire()
+            permit.release()
+            await pages.stop()
+        }
+    }
+}

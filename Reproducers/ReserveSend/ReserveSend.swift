@@ -1,0 +1,57 @@
+import Futurelock
+
+/// F5 — reserve in one arm of a race, send in the other's continuation.
+///
+/// A job submitter races "reserve a slot in the capacity-1 job queue, then build the job" against a
+/// deadline. The reserve arm gets the slot and finishes with its `SendPermit` parked in the group;
+/// the deadline wins, and its continuation sends a "skipped" marker on the same channel — which waits
+/// for the slot the losing arm holds. The worker that drains the channel is idle: the channel is empty.
+///
+/// Fixed: when the deadline wins, cancel and drain the group, releasing the losing arm's slot, then send.
+struct ReserveSend: Reproducer {
+    let name = "reserve-send"
+    let form = "F5"
+    let summary = "a reserved send slot parked in a losing race arm; the winner sends on the same channel"
+    let expectedKind = Finding.Kind.futurelock
+    let expectedCertainty = Finding.Certainty.certain
+    let culpritFile = "ReserveSend.swift"
+
+    enum Arm: Sendable {
+        case reserved(Tracked<SendPermit<String>>)
+        case deadline
+    }
+
+    func run(fixed: Bool, ledger: Ledger) async throws {
+        let jobs = try BoundedChannel<String>(name: "jobs", capacity: 1, ledger: ledger)
+        let worker = Task {
+            for try await _ in jobs {}
+        }
+        let deadline = Signal()
+        try await Futurelock.scope("submit") {
+            try await withThrowingTaskGroup(of: Arm.self) { group in
+                group.addTask {
+                    .reserved(try await Futurelock.child("reserve-and-build") {
+                        let slot = try await jobs.reserve()
+                        await deadline.wait()              // building the job takes longer than the deadline
+                        return slot
+                    })
+                }
+                group.addTask {
+                    while jobs.availableSlots > 0 { await Task.yield() }
+                    deadline.fire()
+                    return .deadline
+                }
+                guard case .deadline = try await group.next() else { return }
+                if fixed {
+                    group.cancelAll()
+                    for try await arm in group {
+                        if case .reserved(let tracked) = arm { tracked.take().release() }
+                    }
+                }
+                try await jobs.send("skipped")
+            }
+        }
+        jobs.close()
+        try await worker.value
+    }
+}

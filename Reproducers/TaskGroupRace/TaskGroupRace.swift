@@ -1,0 +1,57 @@
+import Futurelock
+
+/// F1 — task-group race, parked result.
+///
+/// A request handler races a database fetch against a timeout in a task group. The fetch child
+/// acquires the only database permit and finishes; its result — holding the permit — sits unconsumed
+/// in the group, because the timeout child won and the handler stopped calling `next()`. The handler
+/// then falls back to fetching directly, and waits for the permit its own group is holding.
+///
+/// Fixed: when the timeout wins, cancel the group and drain it, releasing what the losing fetch
+/// holds, before acquiring again.
+struct TaskGroupRace: Reproducer {
+    let name = "task-group-race"
+    let form = "F1"
+    let summary = "a task-group race whose losing child parks a permit; the parent acquires again"
+    let expectedKind = Finding.Kind.futurelock
+    let expectedCertainty = Finding.Certainty.certain
+    let culpritFile = "TaskGroupRace.swift"
+
+    enum Arm: Sendable {
+        case fetched(Tracked<Permit>)
+        case timedOut
+    }
+
+    func run(fixed: Bool, ledger: Ledger) async throws {
+        let database = try Semaphore(name: "db-connections", permits: 1, ledger: ledger)
+        let timeoutFired = Signal()
+        try await Futurelock.scope("handle-request") {
+            try await withThrowingTaskGroup(of: Arm.self) { group in
+                group.addTask {
+                    let permit = try await Futurelock.child("fetch") {
+                        let permit = try await database.acquire()
+                        await timeoutFired.wait()          // the query is slower than the timeout
+                        return permit
+                    }
+                    return .fetched(permit)
+                }
+                group.addTask {
+                    // The timeout fires while the fetch holds the permit.
+                    while database.availablePermits > 0 { await Task.yield() }
+                    timeoutFired.fire()
+                    return .timedOut
+                }
+                guard case .timedOut = try await group.next() else { return }
+                if fixed {
+                    group.cancelAll()
+                    for try await arm in group {
+                        if case .fetched(let tracked) = arm { tracked.take().release() }
+                    }
+                }
+                // Fall back to a direct fetch.
+                let permit = try await database.acquire()
+                permit.release()
+            }
+        }
+    }
+}

@@ -1,0 +1,42 @@
+import Futurelock
+
+/// F3 — an unstructured task handle.
+///
+/// A handler warms a connection in a background `Task {}` and keeps the handle, meaning to await it
+/// later. The task checks out the pool's only connection and finishes; its result waits in the
+/// handle. The handler checks out a connection itself first — and waits behind the lease its own
+/// task's handle is holding.
+///
+/// Nothing in this code is annotated: the watchdog infers the parked result from the task tree and
+/// time, so the finding is `suspected`, with the grace period it used.
+///
+/// Fixed: await the handle (and use its lease) before checking out again.
+struct TaskHandle: Reproducer {
+    let name = "task-handle"
+    let form = "F3"
+    let summary = "a `Task {}` returns a lease in a handle its creator awaits only after checking out again"
+    let expectedKind = Finding.Kind.futurelock
+    let expectedCertainty = Finding.Certainty.suspected
+    let culpritFile = "TaskHandle.swift"
+
+    func run(fixed: Bool, ledger: Ledger) async throws {
+        let pool = try ConnectionPool<FakeConnection>(name: "cache", capacity: 1, ledger: ledger,
+                                                      factory: { FakeConnection() })
+        let warmed = Signal()
+        try await Futurelock.scope("handler") {
+            let warm = Task {
+                let lease = try await pool.checkout()
+                warmed.fire()
+                return lease
+            }
+            await warmed.wait()
+            if fixed {
+                try await warm.value.release()
+            }
+            let lease = try await pool.checkout()
+            lease.release()
+            if !fixed { try await warm.value.release() }
+        }
+        await pool.shutdown()
+    }
+}
