@@ -243,7 +243,19 @@ public enum Detector {
         }
         let firstWait = index.waitByTask[ordered[0]]!
         let resource = index.resourceLabel(firstWait.resource)
-        let (queued, groups) = queue(on: firstWait.resource, except: ordered[0], index)
+        // Everyone else waiting on any resource of the cycle is stuck behind it.
+        var counts: [CallSite: Int] = [:]
+        var queued = 0
+        let cycleResources = Set(ordered.compactMap { index.waitByTask[$0]?.resource })
+        for resourceID in cycleResources.sorted() {
+            for wait in index.waitsByResource[resourceID] ?? []
+            where !members.contains(wait.waiterTask) && WaitForAnalysis.blocks(wait.kind) {
+                counts[wait.site, default: 0] += 1
+                queued += 1
+            }
+        }
+        let groups = counts.map { Finding.QueueGroup(site: $0.key, count: $0.value) }
+            .sorted { ($0.count, $1.site.description) > ($1.count, $0.site.description) }
         let names = Set(ordered.compactMap { index.waitByTask[$0].map { index.resourceLabel($0.resource).label } }).sorted()
         return Candidate(
             finding: Finding(
@@ -252,7 +264,7 @@ public enum Detector {
                 holder: firstHolding.map { party($0, index) }, waiter: party(firstWait, index), cycle: lines,
                 queued: queued, queuedBySite: groups,
                 summary: "\(ordered.count) tasks wait for each other in a cycle over \(names.joined(separator: ", "))",
-                explanation: "Each task in the cycle holds what the next one waits for, so none of them can release: " + lines.joined(separator: "; ") + ". This is a classic lock-order deadlock across tasks, not a futurelock: no task is blocked by its own children.",
+                explanation: "Each task in the cycle holds what the next one waits for, so none of them can release: " + lines.joined(separator: "; ") + ". This is a classic lock-order deadlock across tasks, not a futurelock: no task is blocked by its own children." + queueText(queued),
                 fix: "Acquire \(names.joined(separator: " and ")) in one global order everywhere (for example, always \(names.first ?? "the first") before the others), or acquire them together through a single resource, or give up and retry with `acquire(timeout:)` releasing what you hold.",
                 key: "deadlock:" + ordered.map { String($0.rawValue) }.joined(separator: ",")),
             proof: Proof(holdings: holdings, waits: waits))

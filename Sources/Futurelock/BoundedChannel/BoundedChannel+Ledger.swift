@@ -1,0 +1,54 @@
+// What the channel tells the ledger: its resource record, reservations and waiters for snapshots,
+// and its event history when the ledger keeps one.
+
+extension BoundedChannel: LedgerTracked {
+    func contribute(to builder: inout SnapshotBuilder) {
+        state.withLock { machine in
+            builder.add(ResourceRecord(
+                id: id, kind: .channel, name: name, capacity: capacity, available: machine.available,
+                held: machine.held, waiting: machine.senders.count + machine.receivers.count,
+                buffered: machine.buffer.count, closed: machine.closed))
+            machine.holdings.forEach { entry in
+                builder.addHolding(id: entry.serial, resource: id, kind: .sendSlot, stamp: entry.stamp,
+                                   acquiredBy: entry.acquiredBy)
+            }
+            // Senders and reservers share one queue, so their positions are counted together.
+            machine.senders.forEachInOrder { position, _, waiter in
+                switch waiter {
+                case .send(_, _, let stamp?):
+                    builder.addWait(resource: id, kind: .send, stamp: stamp, position: position)
+                case .reserve(_, let stamp?):
+                    builder.addWait(resource: id, kind: .reserve, stamp: stamp, position: position)
+                case .send, .reserve:
+                    break
+                }
+            }
+            machine.receivers.forEachInOrder { position, _, waiter in
+                if let stamp = waiter.stamp {
+                    builder.addWait(resource: id, kind: .receive, stamp: stamp, position: position)
+                }
+            }
+        }
+        if let history { builder.addEvents(history.events) }
+    }
+
+    // MARK: - Event history
+
+    @inline(__always)
+    func record(_ kind: LedgerEvent.Kind, _ stamp: OwnerStamp?) {
+        history?.record(kind, stamp)
+    }
+
+    /// Records an event of a fast path, which has no stamp of its own (only called when history is on).
+    @usableFromInline
+    func recordEvent(_ kind: LedgerEvent.Kind, fileID: StaticString, line: UInt, function: StaticString) {
+        guard let history else { return }
+        history.record(kind, ledger.stamp(fileID: fileID, line: line, function: function))
+    }
+
+    /// Records a reservation granted on the fast path.
+    @usableFromInline
+    func recordGrant(_ stamp: OwnerStamp?) {
+        record(.grant, stamp)
+    }
+}

@@ -1,0 +1,412 @@
+import DequeModule
+
+extension BoundedChannel {
+    /// The channel's logic as a value type. Every event returns what the caller must do after it has
+    /// left the lock — resume a sender, a reserver or a receiver — so nothing here suspends, resumes
+    /// or records, and every transition can be driven directly by a test.
+    ///
+    /// Invariants (checked in debug builds by ``checkInvariants()``):
+    /// - `available + buffer.count + held == capacity`: a slot is free, holds a buffered message, or
+    ///   is reserved by an outstanding ``SendPermit``.
+    /// - senders queue only while no slot is free (`!senders.isEmpty ⇒ available == 0`): a freed slot
+    ///   always goes to the head sender at once, so a slot can never sit free behind a queue.
+    /// - receivers queue only while nothing is buffered (`!receivers.isEmpty ⇒ buffer.isEmpty`): a
+    ///   message that arrives while a receiver waits goes to the head receiver instead of the buffer.
+    /// - once closed, nobody queues at all.
+    ///
+    /// The members the inlined fast paths touch are `@usableFromInline`; everything else (holdings,
+    /// the hand-off loop) stays internal and is reached through non-inlined calls.
+    @usableFromInline
+    struct StateMachine {
+        @usableFromInline typealias SendContinuation = UnsafeContinuation<Void, any Error>
+        @usableFromInline typealias ReserveContinuation = UnsafeContinuation<Int32, any Error>
+        @usableFromInline typealias ReceiveContinuation = UnsafeContinuation<Element?, any Error>
+
+        /// A queued `send` or `reserve`. A `send` waiter carries its message, which enters the channel
+        /// only when the waiter is handed a slot.
+        @usableFromInline
+        enum SenderWaiter {
+            case send(Element, SendContinuation, OwnerStamp?)
+            case reserve(ReserveContinuation, OwnerStamp?)
+        }
+
+        /// A queued `receive`.
+        @usableFromInline
+        struct ReceiverWaiter {
+            @usableFromInline var continuation: ReceiveContinuation
+            @usableFromInline var stamp: OwnerStamp?
+
+            @usableFromInline
+            init(continuation: ReceiveContinuation, stamp: OwnerStamp?) {
+                self.continuation = continuation
+                self.stamp = stamp
+            }
+        }
+
+        /// A waiter to resume once the lock is released.
+        @usableFromInline
+        enum Wakeup {
+            /// A queued `send` was handed a slot: its message is in the channel; resume it with success.
+            case sendAccepted(SendContinuation, OwnerStamp?)
+            /// A queued `reserve` was handed a slot, recorded under `slot`.
+            case reserveGranted(ReserveContinuation, Int32, OwnerStamp?)
+            /// A queued `receive` was handed a message.
+            case received(ReceiveContinuation, Element, OwnerStamp?)
+        }
+
+        /// The waiters one event woke. Usually zero or one, so the first is stored inline and only
+        /// the rare cascade (a freed slot passing through several send waiters straight to waiting
+        /// receivers) spills into an array.
+        @usableFromInline
+        struct Wakeups {
+            @usableFromInline var first: Wakeup?
+            @usableFromInline var rest: [Wakeup] = []
+
+            @inlinable init() { first = nil }
+
+            @inlinable var isEmpty: Bool { first == nil }
+
+            mutating func append(_ wakeup: Wakeup) {
+                if first == nil { first = wakeup } else { rest.append(wakeup) }
+            }
+        }
+
+        @usableFromInline let capacity: Int
+        /// Slots neither buffered nor reserved.
+        @usableFromInline var available: Int
+        @usableFromInline var buffer: Deque<Element>
+        @usableFromInline var closed = false
+        @usableFromInline var senders = WaiterQueue<SenderWaiter>()
+        @usableFromInline var receivers = WaiterQueue<ReceiverWaiter>()
+        /// Outstanding reservations when the ledger is on.
+        var holdings = HoldingTable()
+        /// Outstanding reservations when the ledger is off.
+        var untrackedHeld = 0
+
+        /// Slot value meaning "reserved, not recorded" (ledger off).
+        @usableFromInline static var untrackedSlot: Int32 { -1 }
+
+        init(capacity: Int) {
+            self.capacity = capacity
+            self.available = capacity
+            // Small channels get their whole buffer up front; large ones grow as they fill.
+            self.buffer = Deque(minimumCapacity: Swift.min(capacity, 256))
+        }
+
+        /// Slots reserved by outstanding send permits.
+        var held: Int { holdings.count + untrackedHeld }
+
+        /// Debug-only check of the invariants listed on the type.
+        func checkInvariants() {
+            assert(available >= 0 && available + buffer.count + held == capacity,
+                   "BUG DETECTED: channel slots do not add up (\(available) free + \(buffer.count) buffered + \(held) reserved ≠ \(capacity))")
+            assert(senders.isEmpty || available == 0, "BUG DETECTED: a sender queues while a slot is free")
+            assert(receivers.isEmpty || buffer.isEmpty, "BUG DETECTED: a receiver queues while a message is buffered")
+            assert(!closed || (senders.isEmpty && receivers.isEmpty), "BUG DETECTED: a waiter queues on a closed channel")
+        }
+
+        // MARK: - Sending
+
+        @usableFromInline
+        enum SendAttempt {
+            /// The message is in the buffer.
+            case buffered
+            /// A receiver was waiting: the message goes straight to it (resume it after unlocking);
+            /// no slot is used.
+            case delivered(ReceiverWaiter, Element)
+            /// No free slot, or senders queue ahead: the caller must wait (or give up).
+            case full
+            /// The channel is closed; the message was not taken.
+            case closed
+        }
+
+        /// The non-waiting send: succeeds only with a free slot and nobody queued ahead (no barging).
+        @inlinable
+        mutating func trySend(_ value: Element) -> SendAttempt {
+            if closed { return .closed }
+            guard available > 0, senders.isEmpty else { return .full }
+            if receivers.isEmpty {
+                buffer.append(value)
+                available -= 1
+                return .buffered
+            }
+            return .delivered(receivers.popFirstPayload(), value)
+        }
+
+        @usableFromInline
+        enum EnqueueSendAction {
+            /// Queued; a hand-off, a cancellation or `close` will resume it.
+            case suspended
+            /// A slot freed up before the waiter could queue: the message is in; resume with success
+            /// (and resume the receiver it was delivered to, if any).
+            case resumeAccepted(SendContinuation, ReceiverWaiter?, Element?)
+            /// The channel is closed; the message was not taken.
+            case resumeClosed(SendContinuation)
+            /// The task was cancelled before it could queue; the message was not taken.
+            case resumeCancelled(SendContinuation)
+        }
+
+        mutating func enqueueSend(id: UInt64, _ value: Element, _ continuation: SendContinuation,
+                                  stamp: OwnerStamp?, isCancelled: Bool) -> EnqueueSendAction {
+            switch trySend(value) {
+            case .closed:
+                return .resumeClosed(continuation)
+            case .buffered:
+                return .resumeAccepted(continuation, nil, nil)
+            case .delivered(let receiver, let value):
+                return .resumeAccepted(continuation, receiver, value)
+            case .full:
+                if isCancelled { return .resumeCancelled(continuation) }
+                senders.append(id, .send(value, continuation, stamp))
+                return .suspended
+            }
+        }
+
+        // MARK: - Reserving
+
+        @usableFromInline
+        enum ReserveAttempt {
+            case granted(Int32)
+            case full
+            case closed
+        }
+
+        /// The non-waiting reserve: a slot if one is free and no sender queues ahead.
+        @inlinable
+        mutating func tryReserve(_ stamp: OwnerStamp?) -> ReserveAttempt {
+            if closed { return .closed }
+            guard available > 0, senders.isEmpty else { return .full }
+            available -= 1
+            return .granted(recordReservation(stamp))
+        }
+
+        @usableFromInline
+        mutating func recordReservation(_ stamp: OwnerStamp?) -> Int32 {
+            if let stamp { return holdings.insert(stamp) }
+            untrackedHeld += 1
+            return Self.untrackedSlot
+        }
+
+        @usableFromInline
+        mutating func removeReservation(_ slot: Int32) {
+            if slot == Self.untrackedSlot {
+                untrackedHeld -= 1
+            } else {
+                holdings.remove(slot)
+            }
+        }
+
+        enum EnqueueReserveAction {
+            case suspended
+            case resumeGranted(ReserveContinuation, Int32)
+            case resumeClosed(ReserveContinuation)
+            case resumeCancelled(ReserveContinuation)
+        }
+
+        mutating func enqueueReserve(id: UInt64, _ continuation: ReserveContinuation, stamp: OwnerStamp?,
+                                     isCancelled: Bool) -> EnqueueReserveAction {
+            switch tryReserve(stamp) {
+            case .closed:
+                return .resumeClosed(continuation)
+            case .granted(let slot):
+                return .resumeGranted(continuation, slot)
+            case .full:
+                if isCancelled { return .resumeCancelled(continuation) }
+                senders.append(id, .reserve(continuation, stamp))
+                return .suspended
+            }
+        }
+
+        // MARK: - Using a reservation
+
+        @usableFromInline
+        enum ReservedSendAction {
+            /// The reserved slot now holds the message.
+            case buffered
+            /// A receiver was waiting: the message goes to it, and the slot, now free, was handed on.
+            case delivered(ReceiverWaiter, Element, Wakeups)
+            /// The channel is closed: the message was not taken; the slot was returned.
+            case closed(Wakeups)
+        }
+
+        /// Sends on a reserved slot. Never waits: the slot is already the sender's.
+        @inlinable
+        mutating func sendReserved(slot: Int32, _ value: Element) -> ReservedSendAction {
+            removeReservation(slot)
+            if closed { return .closed(slotFreed()) }
+            if receivers.isEmpty {
+                buffer.append(value)
+                return .buffered
+            }
+            let receiver = receivers.popFirstPayload()
+            return .delivered(receiver, value, slotFreed())
+        }
+
+        /// Gives a reserved slot back unused (explicit release, dropped permit, cancelled reserver).
+        mutating func releaseReserved(slot: Int32) -> Wakeups {
+            removeReservation(slot)
+            return slotFreed()
+        }
+
+        /// Records that `task` (in `node`) now owns the reservation; returns the previous owner if it moved.
+        mutating func transfer(slot: Int32, to task: TaskID, node: ScopeNode?) -> TaskID? {
+            holdings.transfer(slot, to: task, node: node)
+        }
+
+        // MARK: - Receiving
+
+        @usableFromInline
+        enum ReceiveAttempt {
+            /// The next message; its slot is free again and nobody was waiting for it.
+            case message(Element)
+            /// The next message; its slot was handed to queued senders, who must be resumed.
+            case messageHandingOff(Element, Wakeups)
+            /// Closed and drained: there will never be another message.
+            case finished
+            /// Nothing buffered yet.
+            case empty
+        }
+
+        /// The non-waiting receive. Nothing is buffered while receivers queue, so taking a buffered
+        /// message never jumps a queued receiver.
+        @inlinable
+        mutating func tryReceive() -> ReceiveAttempt {
+            if let value = buffer.popFirst() {
+                if senders.isEmpty {
+                    available += 1
+                    return .message(value)
+                }
+                return .messageHandingOff(value, slotFreed())
+            }
+            return closed ? .finished : .empty
+        }
+
+        enum EnqueueReceiveAction {
+            case suspended
+            case resume(ReceiveContinuation, Element?, Wakeups)
+            case resumeCancelled(ReceiveContinuation)
+        }
+
+        mutating func enqueueReceive(id: UInt64, _ continuation: ReceiveContinuation, stamp: OwnerStamp?,
+                                     isCancelled: Bool) -> EnqueueReceiveAction {
+            switch tryReceive() {
+            case .message(let value):
+                return .resume(continuation, value, Wakeups())
+            case .messageHandingOff(let value, let wakeups):
+                return .resume(continuation, value, wakeups)
+            case .finished:
+                return .resume(continuation, nil, Wakeups())
+            case .empty:
+                if isCancelled { return .resumeCancelled(continuation) }
+                receivers.append(id, ReceiverWaiter(continuation: continuation, stamp: stamp))
+                return .suspended
+            }
+        }
+
+        // MARK: - Hand-off
+
+        /// A slot became free: give it to queued senders, head first, before anyone else can see it.
+        ///
+        /// A `reserve` waiter takes the slot. A `send` waiter's message goes into the buffer (taking
+        /// the slot) — or, when a receiver waits, straight to that receiver, which leaves the slot
+        /// free for the next queued sender; hence the loop.
+        @usableFromInline
+        mutating func slotFreed() -> Wakeups {
+            available += 1
+            var wakeups = Wakeups()
+            while available > 0, let waiter = senders.popFirstIfAny() {
+                switch waiter {
+                case .send(let value, let continuation, let stamp):
+                    if let receiver = receivers.popFirstIfAny() {
+                        wakeups.append(.received(receiver.continuation, value, receiver.stamp))
+                    } else {
+                        buffer.append(value)
+                        available -= 1
+                    }
+                    wakeups.append(.sendAccepted(continuation, stamp))
+                case .reserve(let continuation, let stamp):
+                    available -= 1
+                    wakeups.append(.reserveGranted(continuation, recordReservation(stamp), stamp))
+                }
+            }
+            return wakeups
+        }
+
+        // MARK: - Closing
+
+        struct CloseAction {
+            /// Queued senders and reservers: fail them with `channelClosed` (their messages were never taken).
+            var senders: [SenderWaiter]
+            /// Queued receivers: the buffer is empty and nothing can arrive any more; resume them with nil.
+            var receivers: [ReceiverWaiter]
+        }
+
+        /// Closes the channel; `nil` if it was already closed.
+        mutating func close() -> CloseAction? {
+            guard !closed else { return nil }
+            closed = true
+            return CloseAction(senders: senders.removeAll(), receivers: receivers.removeAll())
+        }
+
+        // MARK: - Cancelling
+
+        /// A queued sender's task was cancelled: remove it if it still queues. `nil` means it was
+        /// handed a slot (or failed by `close`) already and will be resumed by that.
+        mutating func cancelSender(id: UInt64) -> SenderWaiter? {
+            senders.remove(id)
+        }
+
+        /// A queued receiver's task was cancelled: remove it if it still queues. `nil` means it was
+        /// handed a message (or `nil` by `close`) already; that result stands.
+        mutating func cancelReceiver(id: UInt64) -> ReceiverWaiter? {
+            receivers.remove(id)
+        }
+    }
+}
+
+/// ``FIFOWaitQueue`` with a count the inlined fast paths can read without calling into the module.
+@usableFromInline
+struct WaiterQueue<Payload> {
+    private var queue = FIFOWaitQueue<Payload>()
+    @usableFromInline private(set) var count = 0
+
+    @usableFromInline init() {}
+
+    @inlinable var isEmpty: Bool { count == 0 }
+
+    mutating func append(_ id: UInt64, _ payload: Payload) {
+        queue.append(id, payload)
+        count += 1
+    }
+
+    @usableFromInline
+    mutating func popFirstIfAny() -> Payload? {
+        guard let (_, payload) = queue.popFirst() else { return nil }
+        count -= 1
+        return payload
+    }
+
+    /// Pops the head; the caller has checked that the queue is not empty.
+    @usableFromInline
+    mutating func popFirstPayload() -> Payload {
+        guard let payload = popFirstIfAny() else {
+            preconditionFailure("BUG DETECTED: popped an empty waiter queue")
+        }
+        return payload
+    }
+
+    mutating func remove(_ id: UInt64) -> Payload? {
+        guard let payload = queue.remove(id) else { return nil }
+        count -= 1
+        return payload
+    }
+
+    mutating func removeAll() -> [Payload] {
+        count = 0
+        return queue.removeAll()
+    }
+
+    func forEachInOrder(_ body: (Int, UInt64, Payload) -> Void) {
+        queue.forEachInOrder(body)
+    }
+}

@@ -1,0 +1,131 @@
+import Synchronization
+
+/// One reserved slot of a ``BoundedChannel``, owned by the task that reserved it until it is used.
+///
+/// A permit is used exactly once: ``send(_:fileID:line:function:)`` puts a message into the reserved
+/// slot without waiting, ``release(fileID:line:function:)`` gives the slot back unused (to the first
+/// queued sender, if any). Either use spends the permit; a second use is ignored and reported to the
+/// ledger as a double release (a second `send` also throws, so a message is never silently dropped).
+/// A permit dropped without being used gives its slot back by itself and is reported as a leak with
+/// the site that reserved it.
+///
+/// While it is outstanding the permit occupies a slot exactly as a buffered message does: with a
+/// capacity-1 channel, every other sender waits until it is used. That is the ingredient of the
+/// reserve-then-send futurelock, so hold permits briefly and never across a wait for something the
+/// receiver side needs.
+public final class SendPermit<Element: Sendable>: Sendable {
+    /// The channel the slot belongs to.
+    public let channel: BoundedChannel<Element>
+    @usableFromInline let slot: Int32
+    @usableFromInline let used = Atomic<Bool>(false)
+
+    @usableFromInline
+    init(channel: BoundedChannel<Element>, slot: Int32) {
+        self.channel = channel
+        self.slot = slot
+    }
+
+    /// Whether the permit has been used (sent on or released).
+    public var isUsed: Bool { used.load(ordering: .acquiring) }
+
+    /// Sends a message into the reserved slot. Never waits.
+    ///
+    /// - Throws: ``FuturelockError/channelClosed(channel:)`` if the channel was closed since the
+    ///   reservation (the message was not sent; the slot is returned), or
+    ///   ``FuturelockError/alreadyReleased(resource:)`` if the permit was already used (the message
+    ///   was not sent; the misuse is reported to the ledger).
+    @inlinable
+    public func send(_ value: Element, fileID: StaticString = #fileID, line: UInt = #line,
+                     function: StaticString = #function) throws(FuturelockError) {
+        if used.exchange(true, ordering: .acquiringAndReleasing) {
+            channel.reportDoubleUse(fileID: fileID, line: line, function: function)
+            throw .alreadyReleased(resource: channel.name)
+        }
+        try channel.sendReserved(slot: slot, value, fileID: fileID, line: line, function: function)
+    }
+
+    /// Gives the slot back unused: to the first queued sender if anyone waits, otherwise it becomes free.
+    ///
+    /// Using a permit twice does not free two slots: a second call is ignored and reported to the
+    /// ledger as a double release.
+    public func release(fileID: StaticString = #fileID, line: UInt = #line, function: StaticString = #function) {
+        if used.exchange(true, ordering: .acquiringAndReleasing) {
+            channel.reportDoubleUse(fileID: fileID, line: line, function: function)
+            return
+        }
+        channel.releaseReserved(slot: slot, fileID: fileID, line: line, function: function)
+    }
+
+    /// Records that the calling task now owns this permit (after it was passed from another task).
+    public func claim(fileID: StaticString = #fileID, line: UInt = #line, function: StaticString = #function) {
+        guard !isUsed else { return }
+        channel.claim(slot: slot, fileID: fileID, line: line, function: function)
+    }
+
+    /// Gives the slot back without recording a release: used by a reserver that was handed a slot
+    /// after its task was cancelled.
+    func giveBack() {
+        guard !used.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        channel.resume(channel.state.withLock { $0.releaseReserved(slot: slot) })
+    }
+
+    deinit {
+        if !used.load(ordering: .acquiring) {
+            channel.releaseDropped(slot: slot)
+        }
+    }
+}
+
+// MARK: - The channel's side of a permit
+
+extension BoundedChannel {
+    @inlinable
+    func sendReserved(slot: Int32, _ value: Element, fileID: StaticString, line: UInt,
+                      function: StaticString) throws(FuturelockError) {
+        switch state.withLock({ $0.sendReserved(slot: slot, value) }) {
+        case .buffered:
+            break
+        case .delivered(let receiver, let value, let wakeups):
+            deliver(value, to: receiver)
+            resume(wakeups)
+        case .closed(let wakeups):
+            resume(wakeups)
+            throw .channelClosed(channel: name)
+        }
+        if recordsHistory { recordEvent(.send, fileID: fileID, line: line, function: function) }
+    }
+
+    func releaseReserved(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
+        let wakeups = state.withLock { $0.releaseReserved(slot: slot) }
+        if recordsHistory { recordEvent(.release, fileID: fileID, line: line, function: function) }
+        resume(wakeups)
+    }
+
+    func claim(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
+        guard ledger.isEnabled, slot != StateMachine.untrackedSlot else { return }
+        let task = TaskID.current
+        let node = Futurelock.currentNode
+        let moved = state.withLock { $0.transfer(slot: slot, to: task, node: node) }
+        if moved != nil { record(.transfer, ledger.stamp(fileID: fileID, line: line, function: function)) }
+    }
+
+    @usableFromInline
+    func reportDoubleUse(fileID: StaticString, line: UInt, function: StaticString) {
+        let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
+        ledger.report(LedgerProblem(
+            kind: .doubleRelease, resource: id, resourceName: name, holdingKind: .sendSlot,
+            acquiredAt: nil, acquiredBy: nil, releasedAt: stamp?.site.callSite,
+            releasedBy: stamp?.task, time: .now))
+    }
+
+    func releaseDropped(slot: Int32) {
+        let (entry, wakeups) = state.withLock { machine in
+            (machine.holdings[slot], machine.releaseReserved(slot: slot))
+        }
+        resume(wakeups)
+        ledger.report(LedgerProblem(
+            kind: .droppedWithoutRelease, resource: id, resourceName: name, holdingKind: .sendSlot,
+            acquiredAt: entry?.stamp.site.callSite, acquiredBy: entry?.acquiredBy,
+            releasedAt: nil, releasedBy: nil, time: .now))
+    }
+}

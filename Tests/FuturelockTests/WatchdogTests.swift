@@ -1,0 +1,106 @@
+import Logging
+import Testing
+@testable import Futurelock
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+@Suite("Watchdog")
+struct WatchdogTests {
+    let ledger = Ledger()
+    let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    /// A task that holds `lock` and waits for it again (a real self-deadlock); cancel it to end it.
+    private func selfDeadlock(_ lock: Semaphore) -> Task<Void, any Error> {
+        Task {
+            try await Futurelock.scope("reload") {
+                let permit = try await lock.acquire()
+                defer { permit.release() }
+                try await lock.acquire().release()
+            }
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1))) func check_onRealSelfDeadlock_isCertainReportedOnceAndResolved() async throws {
+        let lock = try Semaphore(name: "config", permits: 1, ledger: ledger)
+        let reports = Locked<[Report]>([])
+        let watchdog = Watchdog(ledger: ledger, logger: quiet, handler: { report in reports.withLock { $0.append(report) } })
+        #expect(watchdog.check().findings.isEmpty)
+
+        let task = selfDeadlock(lock)
+        await eventually { lock.waitingCount == 1 }
+        let first = watchdog.check()
+        let finding = try #require(first.findings.first)
+        #expect(finding.kind == .selfDeadlock)
+        #expect(finding.certainty == .certain)
+        #expect(first.new.map(\.key) == [finding.key])
+
+        let second = watchdog.check()
+        #expect(second.findings.map(\.key) == [finding.key])
+        #expect(second.new.isEmpty, "a finding is reported once while it persists")
+
+        task.cancel()
+        _ = await task.result
+        let third = watchdog.check()
+        #expect(third.findings.isEmpty)
+        #expect(third.resolved.map(\.key) == [finding.key])
+        // The handler saw the appearance and the resolution, not the repeat.
+        #expect(reports.value.count == 2)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func check_writesTheDumpOfTheMomentToTheConfiguredFile() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("futurelock-\(UInt64.random(in: 0...UInt64.max)).jsonl").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let lock = try Semaphore(name: "config", permits: 1, ledger: ledger)
+        let watchdog = Watchdog(ledger: ledger, configuration: .init(dumpPath: path, dumpFormat: .jsonLines), logger: quiet)
+        let task = selfDeadlock(lock)
+        await eventually { lock.waitingCount == 1 }
+        watchdog.check()
+        task.cancel()
+        _ = await task.result
+        let text = try #require(FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) })
+        let dump = try JSONLinesDump.read(text)
+        #expect(dump.findings.map(\.kind) == [.selfDeadlock])
+        #expect(dump.snapshot.waits.count == 1)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func run_detectsALockThatFormsWhileRunning() async throws {
+        let lock = try Semaphore(name: "config", permits: 1, ledger: ledger)
+        let found = AsyncStream<Finding>.makeStream()
+        let watchdog = Watchdog(
+            ledger: ledger, configuration: .init(interval: .milliseconds(50), waitThreshold: .milliseconds(50)),
+            logger: quiet, handler: { report in for finding in report.new { found.continuation.yield(finding) } })
+        let running = Task { await watchdog.run() }
+        let task = selfDeadlock(lock)
+        var iterator = found.stream.makeAsyncIterator()
+        let finding = try #require(await iterator.next())
+        #expect(finding.kind == .selfDeadlock)
+        running.cancel()
+        task.cancel()
+        _ = await task.result
+        await running.value
+        #expect(watchdog.checksRun >= 1)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func race_releasesTheLosersHoldingsBeforeReturning() async throws {
+        enum Arm: Sendable { case fetched(Permit), timedOut }
+        let db = try Semaphore(name: "db", permits: 1, ledger: ledger)
+        let acquired = Gate()
+        let arms: [@Sendable () async throws -> Arm] = [
+            { let permit = try await db.acquire(); acquired.open(); return Arm.fetched(permit) },
+            { await acquired.wait(); return Arm.timedOut },
+        ]
+        let winner = try await Futurelock.race("fetch-or-timeout", arms, discard: { (arm: Arm) in
+            if case .fetched(let permit) = arm { permit.release() }
+        })
+        if case .fetched(let permit) = winner { permit.release() }
+        // Whichever arm won, nothing is left held: the second acquire cannot futurelock.
+        #expect(db.availablePermits == 1)
+        let again = try await db.acquire(timeout: .seconds(5))
+        again.release()
+        #expect(ledger.problems.isEmpty)
+    }
+}
