@@ -75,6 +75,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "FuturelockReproducersTests",
+            dependencies: ["FuturelockReproducers", "Futurelock"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "FuturelockSymbolsTests",
             dependencies: ["FuturelockSymbols"],
             swiftSettings: strict

@@ -59,6 +59,7 @@ public enum Gallery {
         var status: Status?
         var report: Report?
         var failure: String?
+        var seenInARow = 0
         let finished = Flag()
         let watcher = Task.detached {
             _ = await scenario.result
@@ -75,8 +76,12 @@ public enum Gallery {
                 break
             }
             if variant != .plain {
+                // Stop at a certain lock, or once a finding has stood for three checks in a row
+                // (a suspected one never becomes certain; give confirmation its chance first).
                 let current = watchdog.check()
-                if current.findings.contains(where: { $0.kind.isLock || $0.kind == .leak }) {
+                let serious = current.findings.filter { $0.kind.isLock || $0.kind == .leak }
+                seenInARow = serious.isEmpty ? 0 : seenInARow + 1
+                if serious.contains(where: { $0.certainty == .certain }) || seenInARow >= 3 {
                     report = current
                     status = .finding
                     break

@@ -56,7 +56,9 @@ struct PoolActor: Reproducer {
             outer.addTask {
                 try await Futurelock.scope("pool-actor") {
                     for try await request in requests {
-                        request.reply.deliver(try await pool.checkout())
+                        let lease = try await pool.checkout()
+                        lease.handOff()                      // it belongs to the client now
+                        request.reply.deliver(lease)
                     }
                 }
             }

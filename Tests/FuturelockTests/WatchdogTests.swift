@@ -27,7 +27,8 @@ struct WatchdogTests {
     @Test(.timeLimit(.minutes(1))) func check_onRealSelfDeadlock_isCertainReportedOnceAndResolved() async throws {
         let lock = try Semaphore(name: "config", permits: 1, ledger: ledger)
         let reports = Locked<[Report]>([])
-        let watchdog = Watchdog(ledger: ledger, logger: quiet, handler: { report in reports.withLock { $0.append(report) } })
+        let watchdog = Watchdog(ledger: ledger, configuration: .init(confirmation: .zero), logger: quiet,
+                                handler: { report in reports.withLock { $0.append(report) } })
         #expect(watchdog.check().findings.isEmpty)
 
         let task = selfDeadlock(lock)
@@ -55,7 +56,8 @@ struct WatchdogTests {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("futurelock-\(UInt64.random(in: 0...UInt64.max)).jsonl").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         let lock = try Semaphore(name: "config", permits: 1, ledger: ledger)
-        let watchdog = Watchdog(ledger: ledger, configuration: .init(dumpPath: path, dumpFormat: .jsonLines), logger: quiet)
+        let watchdog = Watchdog(ledger: ledger, configuration: .init(dumpPath: path, dumpFormat: .jsonLines, confirmation: .zero),
+                                logger: quiet)
         let task = selfDeadlock(lock)
         await eventually { lock.waitingCount == 1 }
         watchdog.check()
@@ -71,13 +73,20 @@ struct WatchdogTests {
         let lock = try Semaphore(name: "config", permits: 1, ledger: ledger)
         let found = AsyncStream<Finding>.makeStream()
         let watchdog = Watchdog(
-            ledger: ledger, configuration: .init(interval: .milliseconds(50), waitThreshold: .milliseconds(50)),
+            ledger: ledger, configuration: .init(interval: .milliseconds(50), waitThreshold: .milliseconds(50),
+                                                 confirmation: .milliseconds(50)),
             logger: quiet, handler: { report in for finding in report.new { found.continuation.yield(finding) } })
         let running = Task { await watchdog.run() }
         let task = selfDeadlock(lock)
         var iterator = found.stream.makeAsyncIterator()
-        let finding = try #require(await iterator.next())
+        var finding = try #require(await iterator.next())
         #expect(finding.kind == .selfDeadlock)
+        if finding.certainty == .suspected {
+            // First sighting; the next check that sees it again 50 ms later reports the upgrade.
+            #expect(finding.evidence.last?.contains("awaiting confirmation") == true)
+            finding = try #require(await iterator.next())
+        }
+        #expect(finding.kind == .selfDeadlock && finding.certainty == .certain)
         running.cancel()
         task.cancel()
         _ = await task.result
@@ -102,5 +111,48 @@ struct WatchdogTests {
         let again = try await db.acquire(timeout: .seconds(5))
         again.release()
         #expect(ledger.problems.isEmpty)
+    }
+
+    @Test func confirm_requiresTheSameEdgesAtLeastTheConfirmationDelayEarlier() throws {
+        var fixture = SnapshotFixture()
+        let lock = fixture.resource(1, "config")
+        let task = fixture.task(7)
+        fixture.hold(lock, by: task, task: 7, line: 1, age: 5)
+        fixture.wait(lock, by: task, task: 7, line: 2, age: 5)
+        let later = fixture.snapshot
+        let candidates = Detector.candidates(in: later, policy: DetectionPolicy())
+        var earlierFixture = fixture
+        earlierFixture.now = fixture.ago(0.2)
+        let earlier = earlierFixture.snapshot
+        var tooRecentFixture = fixture
+        tooRecentFixture.now = fixture.ago(0.01)
+        let tooRecent = tooRecentFixture.snapshot
+        var differentFixture = earlierFixture
+        differentFixture.waits.removeAll()
+        let different = differentFixture.snapshot
+        let delay = Duration.milliseconds(100)
+
+        #expect(Watchdog.confirm(candidates, in: later, against: earlier, confirmation: delay).map(\.certainty) == [.certain])
+        #expect(Watchdog.confirm(candidates, in: later, against: tooRecent, confirmation: delay).map(\.certainty) == [.suspected])
+        #expect(Watchdog.confirm(candidates, in: later, against: different, confirmation: delay).map(\.certainty) == [.suspected])
+        #expect(Watchdog.confirm(candidates, in: later, against: nil, confirmation: delay).map(\.certainty) == [.suspected])
+    }
+
+    @Test(.timeLimit(.minutes(1))) func handedOffPermit_isNeverBlamedOnTheTaskItLeft() async throws {
+        let lock = try Semaphore(name: "config", permits: 1, ledger: ledger)
+        let watchdog = Watchdog(ledger: ledger, configuration: .init(confirmation: .zero), logger: quiet)
+        let handed = Locked<Permit?>(nil)
+        let task = Task {
+            let permit = try await lock.acquire()
+            permit.handOff()                    // another task will release it
+            handed.withLock { $0 = permit }
+            try await lock.acquire().release()  // waits, but not on itself
+        }
+        await eventually { lock.waitingCount == 1 }
+        #expect(watchdog.check().findings.filter(\.kind.isLock).isEmpty)
+        let holding = try #require(ledger.snapshot().holdings.first)
+        #expect(holding.holderTask == .none)
+        handed.value?.release()
+        try await task.value
     }
 }

@@ -102,6 +102,16 @@ extension ConnectionPool {
             pool.claim(slot: slot, fileID: fileID, line: line, function: function)
         }
 
+        /// Records that the lease is being handed to another task whose identity is not known yet
+        /// (put in a reply slot or a channel). Until a task claims it, reads its connection or returns
+        /// it, the ledger shows it as *in transit*, and the watchdog never blames the task it left.
+        public func handOff(fileID: StaticString = #fileID, line: UInt = #line,
+                            function: StaticString = #function) {
+            guard !isReleased, slot != StateMachine.untrackedSlot else { return }
+            owner.store(TaskID.none.rawValue, ordering: .relaxed)
+            pool.claim(slot: slot, as: .none, node: nil, fileID: fileID, line: line, function: function)
+        }
+
         deinit {
             if !returned.load(ordering: .acquiring) {
                 pool.releaseDropped(slot: slot, connection: heldConnection)

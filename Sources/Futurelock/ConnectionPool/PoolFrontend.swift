@@ -85,6 +85,7 @@ public final class PoolFrontend<Connection: Sendable>: Sendable {
                 guard let request = next else { break }  // closed and drained
                 if let lease = pool.tryCheckout(fileID: request.fileID, line: request.line,
                                                 function: request.function) {
+                    lease.handOff()
                     request.reply.fulfill(.success(lease))
                     continue
                 }
@@ -92,6 +93,7 @@ public final class PoolFrontend<Connection: Sendable>: Sendable {
                     do {
                         let lease = try await self.pool.checkout(
                             fileID: request.fileID, line: request.line, function: request.function)
+                        lease.handOff()
                         request.reply.fulfill(.success(lease))
                     } catch {
                         request.reply.fulfill(.failure(error))

@@ -153,7 +153,7 @@ struct TreeRenderer {
     private func label(_ id: NodeID) -> String {
         guard let node = index.nodes[id] else { return id.description }
         switch node.kind {
-        case .task: return "task \(node.task.rawValue)"
+        case .task: return node.task == .none ? "in transit (handed off, not yet claimed)" : "task \(node.task.rawValue)"
         case .scope:
             let state = node.state.map { $0 == .running ? "" : " (\($0))" } ?? ""
             let elapsed = node.openedAt.map { " [\(Detector.format3(age($0)))s]" } ?? ""

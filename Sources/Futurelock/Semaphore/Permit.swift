@@ -50,6 +50,15 @@ public final class Permit: Sendable {
         semaphore.claim(slot: slot, fileID: fileID, line: line, function: function)
     }
 
+    /// Records that the permit is being handed to another task whose identity is not known yet (put
+    /// in a channel, a reply slot, a shared structure). Until a task claims or releases it, the ledger
+    /// shows it as *in transit* and the watchdog treats it as releasable — it never reports a lock on
+    /// the strength of a holder the permit has already left.
+    public func handOff(fileID: StaticString = #fileID, line: UInt = #line, function: StaticString = #function) {
+        guard !isReleased else { return }
+        semaphore.claim(slot: slot, as: .none, node: nil, fileID: fileID, line: line, function: function)
+    }
+
     deinit {
         if !released.load(ordering: .acquiring) {
             semaphore.releaseDropped(slot: slot)

@@ -42,12 +42,12 @@ struct SnapshotIndex {
     func path(of id: NodeID) -> [String] {
         let chain = ancestry(of: id)
         if chain.isEmpty {
-            if case .task(let task) = id { return ["task \(task.rawValue)"] }
+            if case .task(let task) = id { return [task == .none ? "in transit" : "task \(task.rawValue)"] }
             return [id.description]
         }
         return chain.reversed().map { record in
             switch record.kind {
-            case .task: return "task \(record.task.rawValue)"
+            case .task: return record.task == .none ? "in transit" : "task \(record.task.rawValue)"
             case .scope: return record.name ?? record.id.description
             }
         }

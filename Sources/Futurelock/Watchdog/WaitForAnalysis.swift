@@ -37,6 +37,8 @@ struct WaitForAnalysis {
 
     /// How holding `h` relates to task `waiter`.
     func relation(_ holding: HoldingRecord, to waiter: TaskID) -> Blocker {
+        // Handed off and not yet claimed: whoever has it can release it.
+        if holding.holderTask == .none { return .other }
         if holding.holderTask == waiter { return .selfHeld }
         // A holder that is itself waiting is blocked, not parked: the cycle analysis decides.
         if index.waitByTask[holding.holderTask] != nil { return .other }

@@ -17,10 +17,13 @@ import Foundation
 ///
 /// ## Certainty
 /// A lock is reported `certain` only when it is proved: the detector finds it in a snapshot, and
-/// every holding and wait it rests on was already present, unchanged, in an earlier snapshot. Each
-/// primitive is read atomically, but different primitives are read microseconds apart; two agreeing
-/// snapshots mean all those edges existed at one common instant between them, and a lock that existed
-/// once still exists. A candidate that cannot be confirmed is reported as `suspected`.
+/// every holding and wait it rests on was already present, unchanged, in an earlier snapshot taken at
+/// least ``Configuration/confirmation`` before. Each primitive is read atomically, but different
+/// primitives are read microseconds apart; two agreeing snapshots mean all those edges existed at one
+/// common instant between them. The delay guards against the one thing the ledger cannot see: a
+/// holding passed to another task that has not claimed it yet (use `handOff()`/`claim()` when you pass
+/// one on). Until it is confirmed, a lock is reported as `suspected`, and the upgrade to `certain` is
+/// reported as news.
 public final class Watchdog: Sendable {
     /// How often and how the watchdog checks.
     public struct Configuration: Sendable {
@@ -34,16 +37,23 @@ public final class Watchdog: Sendable {
         public var dumpPath: String?
         /// The format of that file.
         public var dumpFormat: DumpFormat
+        /// How long a lock must persist before it is reported `certain`: it must be found on two
+        /// snapshots at least this far apart, every holding and wait it rests on unchanged. Until then
+        /// it is reported `suspected` ("awaiting confirmation"). Zero confirms on two back-to-back
+        /// snapshots, which proves the wait-for edges existed at one instant but not that ownership was
+        /// not in the middle of moving between tasks.
+        public var confirmation: Duration
 
         /// Defaults: check every second, 1 s wait threshold, default policy, no dump file.
         public init(interval: Duration = .seconds(1), waitThreshold: Duration = .seconds(1),
                     policy: DetectionPolicy = DetectionPolicy(), dumpPath: String? = nil,
-                    dumpFormat: DumpFormat = .text) {
+                    dumpFormat: DumpFormat = .text, confirmation: Duration = .milliseconds(100)) {
             self.interval = interval
             self.waitThreshold = waitThreshold
             self.policy = policy
             self.dumpPath = dumpPath
             self.dumpFormat = dumpFormat
+            self.confirmation = max(confirmation, .zero)
         }
     }
 
@@ -84,36 +94,52 @@ public final class Watchdog: Sendable {
     @discardableResult
     public func check() -> Report {
         let policy = configuration.policy
+        let confirmation = configuration.confirmation
         var snapshot = ledger.snapshot()
         var candidates = Detector.candidates(in: snapshot, policy: policy)
-        var earlier = state.withLock { $0.previous }
-        if candidates.contains(where: { $0.finding.certainty == .certain && $0.finding.kind.isLock }),
-           earlier.map({ !Self.confirms($0, candidates) }) ?? true {
-            // Prove it: look again, and keep only what both looks agree on.
-            earlier = snapshot
+        var anchor = state.withLock { $0.previous }
+        if confirmation == .zero,
+           candidates.contains(where: { $0.finding.certainty == .certain && $0.finding.kind.isLock }) {
+            // No persistence asked for: prove simultaneity with a second look right away.
+            anchor = snapshot
             snapshot = ledger.snapshot()
             candidates = Detector.candidates(in: snapshot, policy: policy)
         }
-        let findings = candidates.map { candidate -> Finding in
-            var finding = candidate.finding
-            if finding.certainty == .certain, finding.kind.isLock,
-               !(earlier.map { Self.confirms($0, [candidate]) } ?? false) {
-                finding.certainty = .suspected
-                finding.evidence.append("not yet confirmed on a second snapshot")
-            }
-            return finding
-        }
+        let findings = Self.confirm(candidates, in: snapshot, against: anchor, confirmation: confirmation)
         let report = state.withLock { state -> Report in
             state.checks += 1
-            state.previous = snapshot
+            if state.previous.map({ snapshot.takenAt.duration(since: $0.takenAt) >= confirmation }) ?? true {
+                state.previous = snapshot
+            }
             let current = Dictionary(findings.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
-            let new = findings.filter { state.reported[$0.key] == nil }
+            let new = findings.filter { finding in
+                guard let earlier = state.reported[finding.key] else { return true }
+                return earlier.certainty == .suspected && finding.certainty == .certain
+            }
             let resolved = state.reported.values.filter { current[$0.key] == nil }.sorted { $0.key < $1.key }
             state.reported = current
             return Report(snapshot: snapshot, findings: findings, new: new, resolved: resolved)
         }
         publish(report)
         return report
+    }
+
+    /// Keeps a lock `certain` only when everything it rests on was already there, unchanged, in
+    /// `anchor`, taken at least `confirmation` earlier; otherwise it is reported as suspected until
+    /// the next check confirms it.
+    static func confirm(_ candidates: [Detector.Candidate], in snapshot: LedgerSnapshot,
+                        against anchor: LedgerSnapshot?, confirmation: Duration) -> [Finding] {
+        let usable = anchor.flatMap { anchor in
+            snapshot.takenAt.duration(since: anchor.takenAt) >= confirmation ? anchor : nil
+        }
+        return candidates.map { candidate in
+            var finding = candidate.finding
+            guard finding.certainty == .certain, finding.kind.isLock else { return finding }
+            if let usable, confirms(usable, [candidate]) { return finding }
+            finding.certainty = .suspected
+            finding.evidence.append("awaiting confirmation: certain once the same holdings and waits are seen again at least \(confirmation) later")
+            return finding
+        }
     }
 
     static func confirms(_ earlier: LedgerSnapshot, _ candidates: [Detector.Candidate]) -> Bool {
