@@ -39,7 +39,7 @@ let package = Package(
         ),
         .target(
             name: "FuturelockSymbols",
-            dependencies: ["CLibdw"],
+            dependencies: ["CLibdw", "Futurelock"],
             swiftSettings: strict
         ),
         .target(

@@ -48,10 +48,20 @@ public enum Gallery {
     /// The scenario runs in a task; the runner checks with the watchdog every interval (instrumented
     /// and fixed variants). On a lock finding it records the report and cancels the scenario (the
     /// instrumented primitives unwind on cancellation); at the timeout it cancels it too.
-    public static func run(_ reproducer: any Reproducer, variant: Variant, timeout: Duration) async -> Outcome {
+    ///
+    /// - Parameter configure: adjusts the watchdog's configuration (e.g. to add symbolication and
+    ///   native stacks) before the run.
+    /// - Parameter captureBacktraces: record a native backtrace at every acquisition (shown,
+    ///   symbolicated, under the holder of a finding when the watchdog can symbolicate).
+    public static func run(_ reproducer: any Reproducer, variant: Variant, timeout: Duration,
+                           captureBacktraces: Bool = false,
+                           configure: (inout Watchdog.Configuration) -> Void = { _ in }) async -> Outcome {
         let quiet = Logger(label: "futurelock.reproducer", factory: { _ in SwiftLogNoOpLogHandler() })
-        let ledger = Ledger(configuration: .init(isEnabled: variant != .plain), logger: quiet)
-        let watchdog = Watchdog(ledger: ledger, configuration: watchdogConfiguration, logger: quiet)
+        let ledger = Ledger(configuration: .init(isEnabled: variant != .plain, backtraceEvery: captureBacktraces ? 1 : 0),
+                            logger: quiet)
+        var configuration = watchdogConfiguration
+        configure(&configuration)
+        let watchdog = Watchdog(ledger: ledger, configuration: configuration, logger: quiet)
         let start = ContinuousClock.now
         let scenario = Task.detached {
             try await reproducer.run(fixed: variant == .fixed, ledger: ledger)

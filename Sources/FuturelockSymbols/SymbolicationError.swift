@@ -19,6 +19,8 @@ public enum SymbolicationError: Error, Sendable, Equatable, CustomStringConverti
     case libdw(operation: String, message: String)
     /// A `prctl(PR_SET_PTRACER)` call failed.
     case cannotAllowTracing(reason: String)
+    /// The helper tool that captures this process's own stacks could not be run.
+    case helperUnavailable(reason: String)
 
     /// A sentence that says what went wrong and what to do about it.
     public var description: String {
@@ -40,6 +42,8 @@ public enum SymbolicationError: Error, Sendable, Equatable, CustomStringConverti
             return "libdw failed in \(operation): \(message)"
         case .cannotAllowTracing(let reason):
             return "prctl(PR_SET_PTRACER) failed: \(reason)"
+        case .helperUnavailable(let reason):
+            return "cannot capture this process's native stacks: \(reason)"
         }
     }
 }

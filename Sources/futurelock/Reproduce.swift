@@ -1,6 +1,7 @@
 import ArgumentParser
 import Futurelock
 import FuturelockReproducers
+import FuturelockSymbols
 
 #if canImport(Glibc)
 import Glibc
@@ -28,6 +29,12 @@ struct Reproduce: AsyncParsableCommand {
     @Option(help: "Seconds before a run is declared hung.")
     var timeout: Double = 3
 
+    @Flag(help: "Include every native thread of the process, symbolicated with libdw, in the dump of a finding.")
+    var nativeStacks = false
+
+    @Flag(help: "Capture a native backtrace at every acquisition and show it, symbolicated, under the holder.")
+    var backtraces = false
+
     enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
         case text, json
     }
@@ -48,7 +55,12 @@ struct Reproduce: AsyncParsableCommand {
             return
         }
         let reproducer = Gallery.named(name)!
-        let outcome = await Gallery.run(reproducer, variant: variant, timeout: limit)
+        let outcome = await Gallery.run(reproducer, variant: variant, timeout: limit,
+                                        captureBacktraces: backtraces) { configuration in
+            // Symbolicated acquisition sites always; every native thread at the moment of a new lock
+            // when asked (a helper process — this tool — attaches for a millisecond).
+            configuration.useSymbolication(nativeStacks: nativeStacks)
+        }
         print(try describe(outcome, reproducer))
         throw ExitCode(outcome.exitCode)
     }

@@ -62,6 +62,14 @@ public final class SendPermit<Element: Sendable>: Sendable {
         channel.claim(slot: slot, fileID: fileID, line: line, function: function)
     }
 
+    /// Records that the slot is being handed to another task whose identity is not known yet. Until a
+    /// task claims it, sends on it or releases it, the ledger shows it as *in transit*, and the
+    /// watchdog never blames the task it left.
+    public func handOff(fileID: StaticString = #fileID, line: UInt = #line, function: StaticString = #function) {
+        guard !isUsed else { return }
+        channel.claim(slot: slot, as: .none, node: nil, fileID: fileID, line: line, function: function)
+    }
+
     /// Gives the slot back without recording a release: used by a reserver that was handed a slot
     /// after its task was cancelled.
     func giveBack() {
@@ -102,9 +110,12 @@ extension BoundedChannel {
     }
 
     func claim(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
+        claim(slot: slot, as: .current, node: Futurelock.currentNode, fileID: fileID, line: line, function: function)
+    }
+
+    func claim(slot: Int32, as task: TaskID, node: ScopeNode?, fileID: StaticString, line: UInt,
+               function: StaticString) {
         guard ledger.isEnabled, slot != StateMachine.untrackedSlot else { return }
-        let task = TaskID.current
-        let node = Futurelock.currentNode
         let moved = state.withLock { $0.transfer(slot: slot, to: task, node: node) }
         if moved != nil { record(.transfer, ledger.stamp(fileID: fileID, line: line, function: function)) }
     }

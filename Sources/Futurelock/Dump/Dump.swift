@@ -4,10 +4,13 @@ public struct Dump: Sendable {
     public var snapshot: LedgerSnapshot
     /// What the watchdog found in it.
     public var findings: [Finding]
+    /// Native thread stacks of the process at the moment of the dump (empty unless captured).
+    public var nativeThreads: [NativeThreadRecord]
 
-    public init(snapshot: LedgerSnapshot, findings: [Finding]) {
+    public init(snapshot: LedgerSnapshot, findings: [Finding], nativeThreads: [NativeThreadRecord] = []) {
         self.snapshot = snapshot
         self.findings = findings
+        self.nativeThreads = nativeThreads
     }
 
     /// Renders the dump.
@@ -30,4 +33,20 @@ public enum DumpFormat: String, Sendable, CaseIterable, Codable {
     case jsonLines = "json"
     /// Graphviz: the wait-for graph and the task tree.
     case dot
+}
+
+/// One native thread of the process, unwound and symbolicated (by FuturelockSymbols, through libdw).
+public struct NativeThreadRecord: Sendable, Hashable, Codable {
+    /// Kernel thread id.
+    public var tid: Int32
+    /// The thread's name (`/proc/PID/task/TID/comm`).
+    public var name: String
+    /// One line per frame, innermost first, e.g. `0x… in Futurelock.Semaphore.acquire() at Semaphore.swift:42`.
+    public var frames: [String]
+    /// Why unwinding stopped early, if it did.
+    public var error: String?
+
+    public init(tid: Int32, name: String, frames: [String], error: String? = nil) {
+        self.tid = tid; self.name = name; self.frames = frames; self.error = error
+    }
 }

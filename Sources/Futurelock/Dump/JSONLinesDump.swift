@@ -64,6 +64,7 @@ public enum JSONLinesDump {
         for wait in snapshot.waits { try emit("wait", wait) }
         for event in snapshot.events { try emit("event", event) }
         for problem in snapshot.problems { try emit("problem", problem) }
+        for thread in dump.nativeThreads { try emit("thread", thread) }
         return out
     }
 
@@ -76,6 +77,7 @@ public enum JSONLinesDump {
         var header: Header?
         var snapshot = LedgerSnapshot(takenAt: MonotonicInstant(nanoseconds: 0))
         var findings: [Finding] = []
+        var threads: [NativeThreadRecord] = []
         var lineNumber = 0
         for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
             lineNumber += 1
@@ -120,11 +122,12 @@ public enum JSONLinesDump {
             case "wait": snapshot.waits.append(try decode(WaitRecord.self))
             case "event": snapshot.events.append(try decode(LedgerEvent.self))
             case "problem": snapshot.problems.append(try decode(LedgerProblem.self))
+            case "thread": threads.append(try decode(NativeThreadRecord.self))
             default: throw .unknownType(line: lineNumber, type: type)
             }
         }
         guard header != nil else { throw .empty }
-        return Dump(snapshot: snapshot, findings: findings)
+        return Dump(snapshot: snapshot, findings: findings, nativeThreads: threads)
     }
 
     private static func describe(_ error: any Error) -> String {
@@ -165,7 +168,7 @@ public enum DumpReadError: Error, Sendable, Equatable, CustomStringConvertible {
         case .malformedLine(let line, let reason):
             return "line \(line): \(reason)"
         case .unknownType(let line, let type):
-            return "line \(line): unknown record type \"\(type)\" (known: header, finding, resource, node, holding, wait, event, problem)"
+            return "line \(line): unknown record type \"\(type)\" (known: header, finding, resource, node, holding, wait, event, problem, thread)"
         case .unsupportedVersion(let line, let found, let supported):
             return "line \(line): format version \(found) is not supported by this build (it reads version \(supported)); use the futurelock tool that wrote it"
         }

@@ -32,6 +32,14 @@ enum TextDump {
         let tree = TreeRenderer(index: index, threshold: threshold, findings: dump.findings)
         let body = tree.render()
         if !body.isEmpty { out += "\nTask tree\n" + body }
+        if !dump.nativeThreads.isEmpty {
+            out += "\nNative threads (\(dump.nativeThreads.count))\n"
+            for thread in dump.nativeThreads {
+                out += "thread \(thread.tid) \"\(thread.name)\"\n"
+                for frame in thread.frames { out += "  \(frame)\n" }
+                if let error = thread.error { out += "  (unwinding stopped: \(error))\n" }
+            }
+        }
         return out
     }
 

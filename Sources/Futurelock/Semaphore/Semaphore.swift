@@ -140,9 +140,12 @@ public final class Semaphore: Sendable {
                         function: StaticString = #function) async throws -> Permit {
         guard timeout >= .zero else { throw FuturelockError.invalidTimeout(resource: name, timeout: timeout) }
         if let permit = tryAcquire(fileID: fileID, line: line, function: function) { return permit }
-        return try await TimeoutRace.run(resource: name, timeout: timeout) {
+        let permit = try await TimeoutRace.run(resource: name, timeout: timeout) {
             try await self.acquire(fileID: fileID, line: line, function: function)
         }
+        // The race's child task acquired it; the caller owns it now.
+        permit.claim(fileID: fileID, line: line, function: function)
+        return permit
     }
 
     /// Runs `body` while holding a permit, and releases it however `body` ends.

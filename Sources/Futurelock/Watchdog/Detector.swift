@@ -73,7 +73,8 @@ public enum Detector {
 
     static func party(_ holding: HoldingRecord, _ index: SnapshotIndex) -> Finding.Party {
         Finding.Party(task: holding.holderTask, node: holding.holder, path: index.path(of: holding.holder),
-                      site: holding.site, age: index.age(since: holding.since))
+                      site: holding.site, age: index.age(since: holding.since),
+                      backtrace: holding.backtrace.map { $0.map { "0x" + String($0, radix: 16) } })
     }
 
     static func party(_ wait: WaitRecord, _ index: SnapshotIndex) -> Finding.Party {

@@ -8,6 +8,8 @@ public struct Report: Sendable {
     public var new: [Finding]
     /// Findings reported earlier that no longer hold.
     public var resolved: [Finding]
+    /// Native thread stacks captured when a new lock was found (when the watchdog is configured to).
+    public var nativeThreads: [NativeThreadRecord] = []
 
     public init(snapshot: LedgerSnapshot, findings: [Finding], new: [Finding] = [], resolved: [Finding] = []) {
         self.snapshot = snapshot
@@ -20,5 +22,5 @@ public struct Report: Sendable {
     public var hasLock: Bool { findings.contains { $0.kind.isLock } }
 
     /// The dump of this report (snapshot plus findings), ready to render.
-    public var dump: Dump { Dump(snapshot: snapshot, findings: findings) }
+    public var dump: Dump { Dump(snapshot: snapshot, findings: findings, nativeThreads: nativeThreads) }
 }

@@ -43,6 +43,12 @@ public final class Watchdog: Sendable {
         /// snapshots, which proves the wait-for edges existed at one instant but not that ownership was
         /// not in the middle of moving between tasks.
         public var confirmation: Duration
+        /// Turns captured acquisition backtraces (return addresses) into readable frames for findings.
+        /// `FuturelockSymbols` provides one backed by libdw: `configuration.useSymbolication()`.
+        public var symbolicate: (@Sendable ([UInt]) -> [String])?
+        /// Captures the process's native thread stacks; called when a new lock is found, and the
+        /// stacks go into that report's dump. `FuturelockSymbols` provides one: `useSymbolication()`.
+        public var captureNativeThreads: (@Sendable () -> [NativeThreadRecord])?
 
         /// Defaults: check every second, 1 s wait threshold, default policy, no dump file.
         public init(interval: Duration = .seconds(1), waitThreshold: Duration = .seconds(1),
@@ -105,7 +111,14 @@ public final class Watchdog: Sendable {
             snapshot = ledger.snapshot()
             candidates = Detector.candidates(in: snapshot, policy: policy)
         }
-        let findings = Self.confirm(candidates, in: snapshot, against: anchor, confirmation: confirmation)
+        var findings = Self.confirm(candidates, in: snapshot, against: anchor, confirmation: confirmation)
+        if let symbolicate = configuration.symbolicate {
+            for index in findings.indices {
+                guard let addresses = findings[index].holder?.backtrace?.compactMap(Self.parseAddress),
+                      !addresses.isEmpty else { continue }
+                findings[index].holder?.backtrace = symbolicate(addresses)
+            }
+        }
         let report = state.withLock { state -> Report in
             state.checks += 1
             if state.previous.map({ snapshot.takenAt.duration(since: $0.takenAt) >= confirmation }) ?? true {
@@ -120,8 +133,16 @@ public final class Watchdog: Sendable {
             state.reported = current
             return Report(snapshot: snapshot, findings: findings, new: new, resolved: resolved)
         }
-        publish(report)
-        return report
+        var published = report
+        if report.new.contains(where: { $0.kind.isLock }), let capture = configuration.captureNativeThreads {
+            published.nativeThreads = capture()
+        }
+        publish(published)
+        return published
+    }
+
+    static func parseAddress(_ text: String) -> UInt? {
+        text.hasPrefix("0x") ? UInt(text.dropFirst(2), radix: 16) : nil
     }
 
     /// Keeps a lock `certain` only when everything it rests on was already there, unchanged, in
