@@ -80,6 +80,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "FuturelockCLITests",
+            dependencies: ["FuturelockCLI", "Futurelock"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "FuturelockSymbolsTests",
             dependencies: ["FuturelockSymbols"],
             swiftSettings: strict

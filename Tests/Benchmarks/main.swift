@@ -513,9 +513,11 @@ enum Scale {
         let value = try body()
         let elapsed = nowNanoseconds() - start
         let rss1 = residentBytes()
-        let line = "    " + pad(label, 44) + padLeft(String(format: "%.3f s", Double(elapsed) / 1e9), 10)
-            + "   RSS +" + formatBytes(rss1 - rss0)
-        return (value, line)
+        return (value, line(label, elapsed) + "   RSS +" + formatBytes(rss1 - rss0))
+    }
+
+    static func line(_ label: String, _ nanoseconds: UInt64) -> String {
+        "    " + pad(label, 44) + padLeft(String(format: "%.3f s", Double(nanoseconds) / 1e9), 10)
     }
 
     static func lineCount(_ s: String) -> Int {
@@ -543,15 +545,16 @@ enum Scale {
             while semaphore.waitingCount < waiters { await Task.yield() }
             let parked = nowNanoseconds() - parkStart
             let rssParked = residentBytes()
-            print(String(format: "    %@%10.3f s   RSS +%@ (%.2f KiB per waiter)",
-                         pad("park \(waiters) waiters", 44), Double(parked) / 1e9,
-                         formatBytes(rssParked - rssBefore), Double(rssParked - rssBefore) / Double(waiters) / 1024))
+            print(Scale.line("park \(waiters) waiters", parked) + "   RSS +" + formatBytes(rssParked - rssBefore)
+                  + String(format: "   (%.2f KiB per waiter)", Double(rssParked - rssBefore) / Double(waiters) / 1024))
 
             let (snapshot, snapshotLine) = Scale.measure("ledger.snapshot()") { ledger.snapshot() }
             print(snapshotLine + "   (\(snapshot.waits.count) waits, \(snapshot.holdings.count) holdings)")
 
             let watchdog = Watchdog(ledger: ledger)
+            let checkStart = nowNanoseconds()
             let (report, checkLine) = Scale.measure("Watchdog(ledger:).check()") { watchdog.check() }
+            let checkSeconds = Double(nowNanoseconds() - checkStart) / 1e9
             print(checkLine + "   (\(report.findings.count) findings: \(report.findings.map { $0.kind.rawValue }.joined(separator: ", ")))")
 
             // Same state, thresholds at zero, so the 200k-waiter stall is a finding and the dump has to
@@ -561,12 +564,25 @@ enum Scale {
             let (strictReport, strictLine) = Scale.measure("check() with zero thresholds") { strict.check() }
             print(strictLine + "   (\(strictReport.findings.count) findings: \(strictReport.findings.map { $0.kind.rawValue }.joined(separator: ", ")))")
 
+            var ungrouped: [String] = []
             for (name, r) in [("default", report), ("zero thresholds", strictReport)] {
                 for format in [DumpFormat.text, .jsonLines] {
                     let (text, line) = try Scale.measure("render(.\(format)) [\(name)]") { try r.dump.render(format) }
-                    print(line + "   (\(lineCount(text)) lines, \(formatBytes(text.utf8.count)))")
+                    let lines = lineCount(text)
+                    print(line + "   (\(lines) lines, \(formatBytes(text.utf8.count)))")
+                    // "Grouped": the dump must not grow with the number of waiters.
+                    if lines > 1_000 || lines * 10 > waiters { ungrouped.append(".\(format) [\(name)]: \(lines) lines") }
                 }
             }
+            print("  targets (DESIGN.md §5):")
+            print("    full check under 1 s: " + String(format: "%.3f s", checkSeconds)
+                  + (checkSeconds < 1.0 ? "  met" : "  MISSED"))
+            for format in [DumpFormat.text, .jsonLines] {
+                let bad = ungrouped.filter { $0.hasPrefix(".\(format) ") }
+                print("    .\(format) dump grouped (size independent of the \(waiters) waiters): "
+                      + (bad.isEmpty ? "met" : "MISSED (" + bad.joined(separator: "; ") + ")"))
+            }
+            print("  (RSS deltas are indicative: freed memory is reused by the allocator and not returned)")
 
             // Release: the permit is handed from waiter to waiter; the group then waits for every task.
             let releaseStart = nowNanoseconds()
@@ -574,8 +590,7 @@ enum Scale {
             return releaseStart
         }
         let released = nowNanoseconds() - releaseStart
-        print(String(format: "    %@%10.3f s   (all %d tasks acquired, released and finished)",
-                     pad("release and unwind", 44), Double(released) / 1e9, waiters))
+        print(Scale.line("release and unwind", released) + "   (all \(waiters) tasks acquired, released, finished)")
         print("    RSS now: \(formatBytes(residentBytes())) (was \(formatBytes(rssBefore)) before parking)")
     }
 }
@@ -612,7 +627,7 @@ struct Arguments {
     }
 
     static func usage(exitCode: Int32 = 2) -> Never {
-        print("usage: futurelock-bench [--quick] [--reps N]\n       futurelock-bench scale [--waiters N] [--quick]")
+        print("usage: futurelock-bench [--quick] [--reps N] [--only KEY-PREFIX]...\n       futurelock-bench scale [--waiters N] [--quick]")
         exit(exitCode)
     }
 }
