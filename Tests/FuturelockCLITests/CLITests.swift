@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Futurelock
 import Testing
 
@@ -154,7 +155,8 @@ struct CLITests {
         sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
         sleeper.arguments = ["60"]
         try sleeper.run()
-        defer { sleeper.terminate(); sleeper.waitUntilExit() }
+        // SIGKILL: a child spawned from a test thread may inherit a mask that blocks SIGTERM.
+        defer { kill(sleeper.processIdentifier, SIGKILL); sleeper.waitUntilExit() }
         // The child is blocked in its sleep as soon as it has started; the dump unwinds whatever it is doing.
         var run = try Self.run(["stacks", String(sleeper.processIdentifier)])
         var attempts = 0

@@ -55,6 +55,23 @@ struct DumpTests {
         }
     }
 
+    @Test func jsonLines_groupsIdenticalWaiters_andReadsTheGroupsBack() throws {
+        let dump = incident(innocents: 1000)
+        let text = try dump.render(.jsonLines)
+        let lines = text.split(separator: "\n")
+        #expect(lines.count < 40, "1,000 identical waiters must not take 2,000 lines")
+        let back = try JSONLinesDump.read(text)
+        let group = try #require(back.waitGroups.first)
+        #expect(back.waitGroups.count == 1)
+        #expect(group.count == 999)
+        #expect(group.site.line == 75)
+        // The culprit and the waiter the finding names are kept individually.
+        #expect(back.snapshot.waits.contains { $0.site.line == 114 })
+        #expect(back.findings == dump.findings)
+        let rendered = try back.render(.text)
+        #expect(rendered.contains("×999 tasks (root tasks) wait to send channel 'pool-requests'"))
+    }
+
     @Test func jsonLines_malformedInput_namesTheLine() throws {
         let good = try incident(innocents: 1).render(.jsonLines).split(separator: "\n").map(String.init)
         func read(_ lines: [String]) -> DumpReadError? {

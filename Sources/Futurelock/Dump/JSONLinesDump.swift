@@ -44,6 +44,11 @@ public enum JSONLinesDump {
         }
     }
 
+    /// Identical waiters beyond this many (same resource, kind, site and parent; a plain task that holds
+    /// nothing else) are written as one `waitGroup` line with a count instead of a line each, so a dump
+    /// of 180,000 piled-up clients stays small. Every waiter that a finding names is kept individually.
+    public static let groupThreshold = 16
+
     /// Writes the dump as JSON Lines.
     public static func write(_ dump: Dump) throws -> String {
         let encoder = JSONEncoder()
@@ -59,9 +64,12 @@ public enum JSONLinesDump {
                                   waits: snapshot.waits.count))
         for finding in dump.findings { try emit("finding", finding) }
         for resource in snapshot.resources { try emit("resource", resource) }
-        for node in snapshot.nodes { try emit("node", node) }
+        let named = Set(dump.findings.flatMap { [$0.holder?.node, $0.waiter?.node].compactMap { $0 } })
+        let (groups, grouped) = WaitGroupRecord.group(snapshot, threshold: groupThreshold, keep: named)
+        for node in snapshot.nodes where !grouped.contains(node.id) { try emit("node", node) }
         for holding in snapshot.holdings { try emit("holding", holding) }
-        for wait in snapshot.waits { try emit("wait", wait) }
+        for wait in snapshot.waits where !grouped.contains(wait.waiter) { try emit("wait", wait) }
+        for group in groups + dump.waitGroups { try emit("waitGroup", group) }
         for event in snapshot.events { try emit("event", event) }
         for problem in snapshot.problems { try emit("problem", problem) }
         for thread in dump.nativeThreads { try emit("thread", thread) }
@@ -78,6 +86,7 @@ public enum JSONLinesDump {
         var snapshot = LedgerSnapshot(takenAt: MonotonicInstant(nanoseconds: 0))
         var findings: [Finding] = []
         var threads: [NativeThreadRecord] = []
+        var waitGroups: [WaitGroupRecord] = []
         var lineNumber = 0
         for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
             lineNumber += 1
@@ -123,11 +132,12 @@ public enum JSONLinesDump {
             case "event": snapshot.events.append(try decode(LedgerEvent.self))
             case "problem": snapshot.problems.append(try decode(LedgerProblem.self))
             case "thread": threads.append(try decode(NativeThreadRecord.self))
+            case "waitGroup": waitGroups.append(try decode(WaitGroupRecord.self))
             default: throw .unknownType(line: lineNumber, type: type)
             }
         }
         guard header != nil else { throw .empty }
-        return Dump(snapshot: snapshot, findings: findings, nativeThreads: threads)
+        return Dump(snapshot: snapshot, findings: findings, nativeThreads: threads, waitGroups: waitGroups)
     }
 
     private static func describe(_ error: any Error) -> String {
@@ -168,7 +178,7 @@ public enum DumpReadError: Error, Sendable, Equatable, CustomStringConvertible {
         case .malformedLine(let line, let reason):
             return "line \(line): \(reason)"
         case .unknownType(let line, let type):
-            return "line \(line): unknown record type \"\(type)\" (known: header, finding, resource, node, holding, wait, event, problem, thread)"
+            return "line \(line): unknown record type \"\(type)\" (known: header, finding, resource, node, holding, wait, waitGroup, event, problem, thread)"
         case .unsupportedVersion(let line, let found, let supported):
             return "line \(line): format version \(found) is not supported by this build (it reads version \(supported)); use the futurelock tool that wrote it"
         }

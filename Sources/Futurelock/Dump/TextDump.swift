@@ -32,6 +32,15 @@ enum TextDump {
         let tree = TreeRenderer(index: index, threshold: threshold, findings: dump.findings)
         let body = tree.render()
         if !body.isEmpty { out += "\nTask tree\n" + body }
+        if !dump.waitGroups.isEmpty {
+            out += "\nGrouped waiters\n"
+            for group in dump.waitGroups {
+                let parent = group.parent.map { " under " + index.path(of: $0).joined(separator: " › ") } ?? " (root tasks)"
+                let oldest = index.age(since: group.oldestSince)
+                let flag = oldest >= threshold ? " !!!" : ""
+                out += "  ×\(Detector.grouped(group.count)) tasks\(parent) wait to \(group.kind.rawValue) \(index.resourceLabel(group.resource).label) at \(group.site), positions \(group.firstPosition)–\(group.lastPosition) [\(Detector.format3(oldest))s]\(flag)\n"
+            }
+        }
         if !dump.nativeThreads.isEmpty {
             out += "\nNative threads (\(dump.nativeThreads.count))\n"
             for thread in dump.nativeThreads {

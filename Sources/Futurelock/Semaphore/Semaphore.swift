@@ -75,6 +75,7 @@ public final class Semaphore: Sendable {
     /// - Returns: The permit, owned by the calling task until it is released.
     /// - Throws: `CancellationError` if the task is cancelled before the permit is granted (a permit
     ///   granted concurrently with the cancellation is passed on to the next waiter, never kept).
+    nonisolated(nonsending)
     public func acquire(fileID: StaticString = #fileID, line: UInt = #line,
                         function: StaticString = #function) async throws -> Permit {
         let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
@@ -85,6 +86,7 @@ public final class Semaphore: Sendable {
         return try await acquireSlow(stamp)
     }
 
+    nonisolated(nonsending)
     private func acquireSlow(_ stamp: OwnerStamp?) async throws -> Permit {
         let waiterID = waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
         record(.waitStart, stamp)
@@ -162,19 +164,22 @@ public final class Semaphore: Sendable {
     // MARK: - Releasing (called by Permit)
 
     func release(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
-        var releaser: OwnerStamp?
-        if ledger.isEnabled {
-            releaser = ledger.stamp(fileID: fileID, line: line, function: function)
-        }
-        let (action, transferredFrom) = state.withLock { machine -> (StateMachine.ReleaseAction, TaskID?) in
-            var from: TaskID?
-            if let releaser, slot != StateMachine.untrackedSlot {
-                from = machine.transfer(slot: slot, to: releaser.task, node: releaser.node)
+        // Only the releasing task's id is read on this path; a full stamp (node, site, time) is built
+        // only when ownership moved or the ledger keeps event history.
+        let releaser = ledger.isEnabled && slot != StateMachine.untrackedSlot ? TaskID.current : .none
+        let (action, moved) = state.withLock { machine -> (StateMachine.ReleaseAction, Bool) in
+            var moved = false
+            if releaser != .none, let holder = machine.holdings[slot]?.stamp.task, holder != releaser {
+                _ = machine.transfer(slot: slot, to: releaser, node: nil)
+                moved = true
             }
-            return (machine.release(slot: slot), from)
+            return (machine.release(slot: slot), moved)
         }
-        if transferredFrom != nil { record(.transfer, releaser) }
-        record(.release, releaser)
+        if moved || history != nil {
+            let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
+            if moved { record(.transfer, stamp) }
+            record(.release, stamp)
+        }
         if case .handOff(let continuation, let newSlot, let stamp) = action {
             record(.handoff, stamp)
             continuation.resume(returning: newSlot)
