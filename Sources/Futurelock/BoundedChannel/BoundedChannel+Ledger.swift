@@ -34,8 +34,14 @@ extension BoundedChannel: LedgerTracked {
 
     // MARK: - Event history
 
-    @inline(__always)
+    /// Records an event in the history, if it is kept (one branch when it is not).
+    @inlinable
     func record(_ kind: LedgerEvent.Kind, _ stamp: OwnerStamp?) {
+        if recordsHistory { recordInHistory(kind, stamp) }
+    }
+
+    @usableFromInline
+    func recordInHistory(_ kind: LedgerEvent.Kind, _ stamp: OwnerStamp?) {
         history?.record(kind, stamp)
     }
 

@@ -14,8 +14,10 @@ extension BoundedChannel {
     ///   message that arrives while a receiver waits goes to the head receiver instead of the buffer.
     /// - once closed, nobody queues at all.
     ///
-    /// The members the inlined fast paths touch are `@usableFromInline`; everything else (holdings,
-    /// the hand-off loop) stays internal and is reached through non-inlined calls.
+    /// Every transition of a send, a reserve or a receive — fast path, queueing and hand-off — is
+    /// `@inlinable`, so a client module specialises it for its element type and no generic metadata
+    /// is looked up at run time on those paths. Only the rare transitions (close, ownership transfer)
+    /// and the ledger's own tables are reached through non-inlined calls.
     @usableFromInline
     struct StateMachine {
         @usableFromInline typealias SendContinuation = UnsafeContinuation<Void, any Error>
@@ -66,6 +68,7 @@ extension BoundedChannel {
 
             @inlinable var isEmpty: Bool { first == nil }
 
+            @inlinable
             mutating func append(_ wakeup: Wakeup) {
                 if first == nil { first = wakeup } else { rest.append(wakeup) }
             }
@@ -79,9 +82,9 @@ extension BoundedChannel {
         @usableFromInline var senders = WaiterQueue<SenderWaiter>()
         @usableFromInline var receivers = WaiterQueue<ReceiverWaiter>()
         /// Outstanding reservations when the ledger is on.
-        var holdings = HoldingTable()
+        @usableFromInline var holdings = HoldingTable()
         /// Outstanding reservations when the ledger is off.
-        var untrackedHeld = 0
+        @usableFromInline var untrackedHeld = 0
 
         /// Slot value meaning "reserved, not recorded" (ledger off).
         @usableFromInline static var untrackedSlot: Int32 { -1 }
@@ -146,8 +149,11 @@ extension BoundedChannel {
             case resumeCancelled(SendContinuation)
         }
 
+        /// The waiting send, under the lock: retries the fast path, then queues unless the task is
+        /// cancelled. `isCancelled` is only evaluated (under the lock) when the sender has to queue.
+        @inlinable
         mutating func enqueueSend(id: UInt64, _ value: Element, _ continuation: SendContinuation,
-                                  stamp: OwnerStamp?, isCancelled: Bool) -> EnqueueSendAction {
+                                  stamp: OwnerStamp?, isCancelled: @autoclosure () -> Bool) -> EnqueueSendAction {
             switch trySend(value) {
             case .closed:
                 return .resumeClosed(continuation)
@@ -156,7 +162,7 @@ extension BoundedChannel {
             case .delivered(let receiver, let value):
                 return .resumeAccepted(continuation, receiver, value)
             case .full:
-                if isCancelled { return .resumeCancelled(continuation) }
+                if isCancelled() { return .resumeCancelled(continuation) }
                 senders.append(id, .send(value, continuation, stamp))
                 return .suspended
             }
@@ -180,14 +186,14 @@ extension BoundedChannel {
             return .granted(recordReservation(stamp))
         }
 
-        @usableFromInline
+        @inlinable
         mutating func recordReservation(_ stamp: OwnerStamp?) -> Int32 {
             if let stamp { return holdings.insert(stamp) }
             untrackedHeld += 1
             return Self.untrackedSlot
         }
 
-        @usableFromInline
+        @inlinable
         mutating func removeReservation(_ slot: Int32) {
             if slot == Self.untrackedSlot {
                 untrackedHeld -= 1
@@ -196,6 +202,7 @@ extension BoundedChannel {
             }
         }
 
+        @usableFromInline
         enum EnqueueReserveAction {
             case suspended
             case resumeGranted(ReserveContinuation, Int32)
@@ -203,15 +210,16 @@ extension BoundedChannel {
             case resumeCancelled(ReserveContinuation)
         }
 
+        @inlinable
         mutating func enqueueReserve(id: UInt64, _ continuation: ReserveContinuation, stamp: OwnerStamp?,
-                                     isCancelled: Bool) -> EnqueueReserveAction {
+                                     isCancelled: @autoclosure () -> Bool) -> EnqueueReserveAction {
             switch tryReserve(stamp) {
             case .closed:
                 return .resumeClosed(continuation)
             case .granted(let slot):
                 return .resumeGranted(continuation, slot)
             case .full:
-                if isCancelled { return .resumeCancelled(continuation) }
+                if isCancelled() { return .resumeCancelled(continuation) }
                 senders.append(id, .reserve(continuation, stamp))
                 return .suspended
             }
@@ -243,6 +251,7 @@ extension BoundedChannel {
         }
 
         /// Gives a reserved slot back unused (explicit release, dropped permit, cancelled reserver).
+        @inlinable
         mutating func releaseReserved(slot: Int32) -> Wakeups {
             removeReservation(slot)
             return slotFreed()
@@ -281,14 +290,16 @@ extension BoundedChannel {
             return closed ? .finished : .empty
         }
 
+        @usableFromInline
         enum EnqueueReceiveAction {
             case suspended
             case resume(ReceiveContinuation, Element?, Wakeups)
             case resumeCancelled(ReceiveContinuation)
         }
 
+        @inlinable
         mutating func enqueueReceive(id: UInt64, _ continuation: ReceiveContinuation, stamp: OwnerStamp?,
-                                     isCancelled: Bool) -> EnqueueReceiveAction {
+                                     isCancelled: @autoclosure () -> Bool) -> EnqueueReceiveAction {
             switch tryReceive() {
             case .message(let value):
                 return .resume(continuation, value, Wakeups())
@@ -297,7 +308,7 @@ extension BoundedChannel {
             case .finished:
                 return .resume(continuation, nil, Wakeups())
             case .empty:
-                if isCancelled { return .resumeCancelled(continuation) }
+                if isCancelled() { return .resumeCancelled(continuation) }
                 receivers.append(id, ReceiverWaiter(continuation: continuation, stamp: stamp))
                 return .suspended
             }
@@ -310,7 +321,7 @@ extension BoundedChannel {
         /// A `reserve` waiter takes the slot. A `send` waiter's message goes into the buffer (taking
         /// the slot) — or, when a receiver waits, straight to that receiver, which leaves the slot
         /// free for the next queued sender; hence the loop.
-        @usableFromInline
+        @inlinable
         mutating func slotFreed() -> Wakeups {
             available += 1
             var wakeups = Wakeups()
@@ -352,42 +363,90 @@ extension BoundedChannel {
 
         /// A queued sender's task was cancelled: remove it if it still queues. `nil` means it was
         /// handed a slot (or failed by `close`) already and will be resumed by that.
+        @inlinable
         mutating func cancelSender(id: UInt64) -> SenderWaiter? {
             senders.remove(id)
         }
 
         /// A queued receiver's task was cancelled: remove it if it still queues. `nil` means it was
         /// handed a message (or `nil` by `close`) already; that result stands.
+        @inlinable
         mutating func cancelReceiver(id: UInt64) -> ReceiverWaiter? {
             receivers.remove(id)
         }
     }
 }
 
-/// ``FIFOWaitQueue`` with a count the inlined fast paths can read without calling into the module.
+/// The FIFO queue of waiting senders (or receivers), with O(1) append and pop and O(log n) removal
+/// of any waiter by id, which cancellation needs: with 180,000 waiters a linear search per cancelled
+/// waiter would be quadratic.
+///
+/// It is ``FIFOWaitQueue``'s design without the dictionary: entries sit in one ring (`Deque`) in id
+/// order, so a waiter is found by binary search, and a removed waiter leaves a tombstone (`payload ==
+/// nil`) that `popFirstIfAny` skips; tombstones are compacted away once they outnumber live waiters.
+/// Once the ring has grown to the queue's peak, queueing and dequeueing allocate nothing and hash
+/// nothing. It is `@inlinable` throughout so that the channel's waiting paths specialise.
+///
+/// Ids come from the channel's counter, taken by a waiter just before it locks to queue, so they
+/// are almost always appended in increasing order; in the rare race where a waiter with a smaller id
+/// reaches the lock second, it is inserted in id order (a few places from the tail) — its id is its
+/// place in the line.
 @usableFromInline
 struct WaiterQueue<Payload> {
-    private var queue = FIFOWaitQueue<Payload>()
+    @usableFromInline
+    struct Entry {
+        @usableFromInline let id: UInt64
+        /// `nil`: a tombstone left by `remove`.
+        @usableFromInline var payload: Payload?
+
+        @inlinable
+        init(id: UInt64, payload: Payload?) {
+            self.id = id
+            self.payload = payload
+        }
+    }
+
+    /// Live waiters and tombstones, in increasing id order, head first.
+    @usableFromInline var entries: Deque<Entry> = []
+    /// Live waiters (entries that are not tombstones).
     @usableFromInline private(set) var count = 0
 
-    @usableFromInline init() {}
+    @inlinable init() {}
 
     @inlinable var isEmpty: Bool { count == 0 }
 
+    @inlinable
     mutating func append(_ id: UInt64, _ payload: Payload) {
-        queue.append(id, payload)
         count += 1
+        if let last = entries.last, last.id > id {
+            insertInIDOrder(Entry(id: id, payload: payload))
+        } else {
+            entries.append(Entry(id: id, payload: payload))
+        }
     }
 
-    @usableFromInline
+    /// The rare case: a waiter whose id is smaller than the tail's reached the lock second.
+    @inlinable
+    mutating func insertInIDOrder(_ entry: Entry) {
+        var index = entries.count
+        while index > 0, entries[index - 1].id > entry.id { index -= 1 }
+        entries.insert(entry, at: index)
+    }
+
+    @inlinable
     mutating func popFirstIfAny() -> Payload? {
-        guard let (_, payload) = queue.popFirst() else { return nil }
-        count -= 1
-        return payload
+        guard count > 0 else { return nil }
+        while let entry = entries.popFirst() {
+            if let payload = entry.payload {
+                count -= 1
+                return payload
+            }
+        }
+        return nil
     }
 
     /// Pops the head; the caller has checked that the queue is not empty.
-    @usableFromInline
+    @inlinable
     mutating func popFirstPayload() -> Payload {
         guard let payload = popFirstIfAny() else {
             preconditionFailure("BUG DETECTED: popped an empty waiter queue")
@@ -395,18 +454,57 @@ struct WaiterQueue<Payload> {
         return payload
     }
 
+    /// Removes the waiter with this id; `nil` if it is not queued (any more).
+    @inlinable
     mutating func remove(_ id: UInt64) -> Payload? {
-        guard let payload = queue.remove(id) else { return nil }
+        guard let index = index(of: id), let payload = entries[index].payload else { return nil }
         count -= 1
+        if index == entries.count - 1 {
+            entries.removeLast()
+        } else if index == 0 {
+            entries.removeFirst()
+        } else {
+            entries[index].payload = nil
+            if entries.count > 64, entries.count > 2 * count { compact() }
+        }
         return payload
     }
 
-    mutating func removeAll() -> [Payload] {
-        count = 0
-        return queue.removeAll()
+    /// Binary search over the id-ordered ring.
+    @inlinable
+    func index(of id: UInt64) -> Int? {
+        var low = 0, high = entries.count
+        while low < high {
+            let mid = low + (high - low) / 2
+            let midID = entries[mid].id
+            if midID == id { return mid }
+            if midID < id { low = mid + 1 } else { high = mid }
+        }
+        return nil
     }
 
+    @inlinable
+    mutating func compact() {
+        entries = Deque(entries.lazy.filter { $0.payload != nil })
+    }
+
+    /// Removes every waiter, head first.
+    mutating func removeAll() -> [Payload] {
+        var result: [Payload] = []
+        result.reserveCapacity(count)
+        for entry in entries { if let payload = entry.payload { result.append(payload) } }
+        entries.removeAll()
+        count = 0
+        return result
+    }
+
+    /// Visits live waiters head first, with their queue position.
     func forEachInOrder(_ body: (Int, UInt64, Payload) -> Void) {
-        queue.forEachInOrder(body)
+        var position = 0
+        for entry in entries {
+            guard let payload = entry.payload else { continue }
+            body(position, entry.id, payload)
+            position += 1
+        }
     }
 }

@@ -7,11 +7,18 @@
 //      remove the waiter, so either the enqueue saw the cancellation flag, or the handler runs after
 //      the waiter is queued and finds it. There is no window in which a cancelled waiter stays queued.
 //   3. whoever removes a waiter from the queue (hand-off, close, cancel) is the only one to resume it.
+//
+// Like the fast paths, these are `@inlinable` and `nonisolated(nonsending)`: the channel is generic and
+// used from other modules, and an unspecialised wait would look up the metadata of every generic
+// type it touches (waiters, wakeups, continuations) on each message — at capacity 1, where nearly
+// every send waits, that was a fifth of the time.
+
+import Synchronization
 
 extension BoundedChannel {
     // MARK: - Send
 
-    @usableFromInline
+    @inlinable
     nonisolated(nonsending)
     func sendWaiting(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) async throws {
         let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
@@ -51,7 +58,7 @@ extension BoundedChannel {
 
     // MARK: - Reserve
 
-    @usableFromInline
+    @inlinable
     nonisolated(nonsending)
     func reserveWaiting(_ stamp: OwnerStamp?) async throws -> SendPermit<Element> {
         let waiterID = nextWaiterID()
@@ -97,7 +104,7 @@ extension BoundedChannel {
 
     // MARK: - Receive
 
-    @usableFromInline
+    @inlinable
     nonisolated(nonsending)
     func receiveWaiting(fileID: StaticString, line: UInt, function: StaticString) async throws -> Element? {
         let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
@@ -137,14 +144,15 @@ extension BoundedChannel {
     // MARK: - Waking
 
     /// Resumes the waiters an event woke (after the lock is released).
-    @usableFromInline
+    @inlinable
     func resume(_ wakeups: StateMachine.Wakeups) {
         guard let first = wakeups.first else { return }
         resume(first)
         for wakeup in wakeups.rest { resume(wakeup) }
     }
 
-    private func resume(_ wakeup: StateMachine.Wakeup) {
+    @inlinable
+    func resume(_ wakeup: StateMachine.Wakeup) {
         switch wakeup {
         case .sendAccepted(let continuation, let stamp):
             record(.handoff, stamp)
@@ -159,12 +167,13 @@ extension BoundedChannel {
     }
 
     /// Hands a message to a receiver that was waiting for one (after the lock is released).
-    @usableFromInline
+    @inlinable
     func deliver(_ value: Element, to receiver: StateMachine.ReceiverWaiter) {
         record(.receive, receiver.stamp)
         receiver.continuation.resume(returning: value)
     }
 
+    @inlinable
     static func fail(_ waiter: StateMachine.SenderWaiter, with error: any Error) {
         switch waiter {
         case .send(_, let continuation, _): continuation.resume(throwing: error)

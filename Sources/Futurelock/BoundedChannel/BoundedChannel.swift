@@ -83,7 +83,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
     /// Whether event history is kept, so the inlined fast paths can skip it with one branch.
     @usableFromInline let recordsHistory: Bool
     let history: EventHistory?
-    private let waiterSerial = Atomic<UInt64>(0)
+    @usableFromInline let waiterSerial = Atomic<UInt64>(0)
 
     /// Creates a channel.
     ///
@@ -350,6 +350,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
     }
 
     /// The next waiter id (unique per channel, shared by senders and receivers).
+    @inlinable
     func nextWaiterID() -> UInt64 {
         waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
     }

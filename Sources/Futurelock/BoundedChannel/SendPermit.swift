@@ -72,6 +72,7 @@ public final class SendPermit<Element: Sendable>: Sendable {
 
     /// Gives the slot back without recording a release: used by a reserver that was handed a slot
     /// after its task was cancelled.
+    @inlinable
     func giveBack() {
         guard !used.exchange(true, ordering: .acquiringAndReleasing) else { return }
         channel.resume(channel.state.withLock { $0.releaseReserved(slot: slot) })

@@ -408,6 +408,10 @@ public struct BrokenConnection: Error {
 }
 
 extension ConnectionPool: LedgerTracked {
+    func oldestWait() -> MonotonicInstant? {
+        state.withLock { $0.waiters.first()?.payload.stamp?.time }
+    }
+
     func contribute(to builder: inout SnapshotBuilder) {
         state.withLock { machine in
             builder.add(ResourceRecord(

@@ -20,7 +20,7 @@ public struct Dump: Sendable {
 
     /// Renders the dump.
     ///
-    /// - Parameter waitThreshold: waits and holds older than this are marked `!!!` in text.
+    /// - Parameter waitThreshold: waits older than this are marked `!!!` in text.
     public func render(_ format: DumpFormat, waitThreshold: Duration = .seconds(1)) throws -> String {
         switch format {
         case .text: return TextDump.render(self, waitThreshold: waitThreshold)

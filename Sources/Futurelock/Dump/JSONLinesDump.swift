@@ -96,6 +96,9 @@ public enum JSONLinesDump {
             let probe: TypeProbe
             do {
                 probe = try decoder.decode(TypeProbe.self, from: data)
+            } catch DecodingError.typeMismatch(_, let context) where !context.codingPath.isEmpty {
+                let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+                throw .malformedLine(line: lineNumber, reason: "field \"\(field)\" has the wrong type (\"type\" is a string, \"version\" an integer)")
             } catch {
                 throw .malformedLine(line: lineNumber, reason: "not a JSON object (\(Self.describe(error)))")
             }
@@ -156,7 +159,7 @@ public enum JSONLinesDump {
     }
 }
 
-/// Why a dump could not be read. Every case names the line (1-based) where reading stopped.
+/// Why a dump could not be read. Every case but ``empty`` names the line (1-based) where reading stopped.
 public enum DumpReadError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The input holds no header line (an empty file, or only blank lines).
     case empty

@@ -7,7 +7,9 @@ import Synchronization
 /// and, once the slab has grown to the primitive's peak, no allocation. The slot number travels in the
 /// `Permit`/`Lease`/`SendPermit` object, which is what makes a release find its record directly.
 /// Each slot also keeps a serial so a snapshot can name a holding stably while it is outstanding.
+@usableFromInline
 struct HoldingTable {
+    @usableFromInline
     struct Entry {
         var stamp: OwnerStamp
         /// The task that acquired it first; differs from `stamp.task` once ownership has moved.
@@ -20,6 +22,7 @@ struct HoldingTable {
     private var serial: UInt64 = 0
     private(set) var count = 0
 
+    @usableFromInline
     mutating func insert(_ stamp: OwnerStamp) -> Int32 {
         serial &+= 1
         count += 1
@@ -32,7 +35,7 @@ struct HoldingTable {
         return Int32(slots.count - 1)
     }
 
-    @discardableResult
+    @discardableResult @usableFromInline
     mutating func remove(_ slot: Int32) -> Entry? {
         guard slot >= 0, Int(slot) < slots.count, let entry = slots[Int(slot)] else { return nil }
         slots[Int(slot)] = nil

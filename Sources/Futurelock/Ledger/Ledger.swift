@@ -22,7 +22,7 @@ public final class Ledger: Sendable {
         /// Whether holdings and waits are recorded at all.
         public var isEnabled: Bool
         /// Capture a native backtrace at every Nth acquisition (0 = never, 1 = always). Off by
-        /// default: a capture costs about a microsecond.
+        /// default: a capture costs 2–4 µs.
         public var backtraceEvery: Int
         /// How many recent events each resource keeps for the replayable event log (0 = none).
         public var eventHistoryPerResource: Int
@@ -42,7 +42,9 @@ public final class Ledger: Sendable {
     /// The process-wide ledger every primitive uses unless told otherwise.
     public static let shared = Ledger()
 
-    /// A ledger that records nothing (primitives behave the same; nothing is visible to the watchdog).
+    /// A ledger that records no holdings, waits or events (primitives behave the same; the watchdog
+    /// sees nothing). Misuse — a double release, a dropped permit — is still logged and kept in
+    /// ``problems``, because it is a bug whether or not anyone is watching.
     public static let disabled = Ledger(configuration: Configuration(isEnabled: false))
 
     /// What this ledger records.

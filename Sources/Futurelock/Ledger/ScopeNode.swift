@@ -15,7 +15,7 @@ import Synchronization
 /// nobody has consumed yet" is the difference between a wait and a futurelock.
 public final class ScopeNode: Sendable {
     /// Lifecycle of a scope or helper child.
-    public enum State: UInt8, Sendable, Codable {
+    public enum State: UInt8, Sendable, Codable, CustomStringConvertible {
         /// The body is running.
         case running = 0
         /// The body returned or threw; its result has not been taken by the parent yet.
@@ -24,6 +24,30 @@ public final class ScopeNode: Sendable {
         case consumed = 2
         /// The work was cancelled before it finished.
         case cancelled = 3
+
+        public var description: String {
+            switch self {
+            case .running: return "running"
+            case .finished: return "finished"
+            case .consumed: return "consumed"
+            case .cancelled: return "cancelled"
+            }
+        }
+
+        /// Encoded by name (`"finished"`), like every other enum in a dump.
+        public init(from decoder: any Decoder) throws {
+            let name = try decoder.singleValueContainer().decode(String.self)
+            guard let state = [State.running, .finished, .consumed, .cancelled].first(where: { $0.description == name }) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                        debugDescription: "unknown scope state \"\(name)\""))
+            }
+            self = state
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            try container.encode(description)
+        }
     }
 
     /// Unique within the process; never reused.
@@ -75,7 +99,7 @@ public final class ScopeNode: Sendable {
                 expected: 0, desired: MonotonicInstant.now.nanoseconds, ordering: .acquiringAndReleasing)
         }
         var current = stateBits.load(ordering: .relaxed)
-        while current < newState.rawValue {
+        while current < newState.rawValue, !(newState == .cancelled && current == State.consumed.rawValue) {
             let (exchanged, original) = stateBits.compareExchange(
                 expected: current, desired: newState.rawValue, ordering: .acquiringAndReleasing)
             if exchanged { return }

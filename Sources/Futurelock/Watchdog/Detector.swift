@@ -36,7 +36,6 @@ public enum Detector {
         let index = analysis.index
         let result = analysis.analyse()
         var candidates: [Candidate] = []
-        var explained = Set<TaskID>()
 
         for component in WaitForAnalysis.components(of: result) {
             if component.count == 1 {
@@ -44,11 +43,9 @@ public enum Detector {
                 let edges = result.edges[task] ?? []
                 guard edges.contains(where: { $0.to == task }) else { continue }  // a victim
                 guard edges.allSatisfy({ $0.to == task }) else { continue }
-                explained.insert(task)
                 candidates.append(selfLoop(task, edges: edges, index: index, policy: policy))
             } else {
-                explained.formUnion(component)
-                candidates.append(cycle(component, result: result, index: index))
+                candidates.append(cycle(component, result: result, index: index, policy: policy))
             }
         }
 
@@ -145,7 +142,7 @@ public enum Detector {
                         scopeName = scopeName ?? scope
                         evidence.append("\(who) holds a \(unit) acquired at \(edge.holding.site); its scope '\(scope ?? "?")' has finished and its result has not been consumed")
                     } else {
-                        evidence.append("\(who) is a child task of the waiter that holds a \(unit) acquired at \(edge.holding.site) and has not waited on or released anything for at least the grace period")
+                        evidence.append("\(who) is a child task of the waiter (not annotated, so the runtime does not say whether it finished) that holds a \(unit) acquired at \(edge.holding.site); it is not waiting on anything, and both the holding and the parent's wait are older than the grace period")
                     }
                 }
             }
@@ -223,7 +220,8 @@ public enum Detector {
 
     // MARK: - deadlock
 
-    private static func cycle(_ component: [TaskID], result: WaitForAnalysis.Result, index: SnapshotIndex) -> Candidate {
+    private static func cycle(_ component: [TaskID], result: WaitForAnalysis.Result, index: SnapshotIndex,
+                              policy: DetectionPolicy) -> Candidate {
         let members = Set(component)
         let ordered = component.sorted()
         var lines: [String] = []
@@ -261,7 +259,7 @@ public enum Detector {
         return Candidate(
             finding: Finding(
                 kind: .deadlock, certainty: certain ? .certain : .suspected,
-                evidence: lines, gracePeriod: certain ? nil : nil, resource: resource,
+                evidence: lines, gracePeriod: certain ? nil : policy.gracePeriod.secondsDouble, resource: resource,
                 holder: firstHolding.map { party($0, index) }, waiter: party(firstWait, index), cycle: lines,
                 queued: queued, queuedBySite: groups,
                 summary: "\(ordered.count) tasks wait for each other in a cycle over \(names.joined(separator: ", "))",
@@ -277,7 +275,8 @@ public enum Detector {
         let threshold = policy.stallThreshold.secondsDouble
         var result: [Candidate] = []
         for (resourceID, waits) in index.waitsByResource {
-            let live = waits.filter { !stuck.contains($0.waiterTask) }
+            // An idle consumer waiting for messages is not slowness: only waits for capacity count.
+            let live = waits.filter { !stuck.contains($0.waiterTask) && WaitForAnalysis.blocks($0.kind) }
             guard let oldest = live.min(by: { $0.since < $1.since }),
                   index.age(since: oldest.since) >= threshold else { continue }
             let resource = index.resourceLabel(resourceID)
@@ -318,17 +317,19 @@ public enum Detector {
             result.append(Candidate(
                 finding: Finding(
                     kind: .leak, certainty: .suspected,
-                    evidence: ["scope '\(scope.name ?? "?")' is \(scope.state!.rawValue) and its result was not consumed",
+                    evidence: ["scope '\(scope.name ?? "?")' is \(scope.state!) and its result was not consumed",
                                "the \(unit) has been held for \(formatAge(holder.age)) (threshold \(formatAge(threshold)))"],
                     gracePeriod: threshold, resource: resource, holder: holder, waiter: nil, cycle: [],
                     queued: queued, queuedBySite: groups,
                     summary: "\(resource.label) \(unit) held by finished work '\(scope.name ?? "?")' nobody consumes",
-                    explanation: "\(holder.pathDescription) acquired a \(unit) of \(resource.label) at \(holding.site) and its scope '\(scope.name ?? "?")' has \(scope.state!.rawValue), but its result — and the \(unit) in it — has not been taken by anyone that will release it.\(queueText(queued))",
+                    explanation: "\(holder.pathDescription) acquired a \(unit) of \(resource.label) at \(holding.site) and its scope '\(scope.name ?? "?")' has \(scope.state! == .cancelled ? "been cancelled" : "finished"), but its result — and the \(unit) in it — has not been taken by anyone that will release it.\(queueText(queued))",
                     fix: "Make sure whoever receives that result releases it: consume every child result of the group (even losers), or release inside the child before it returns.",
                     key: "leak:\(holding.resource.rawValue):\(holding.id)"),
                 proof: Proof(holdings: [holdingKey(holding)], waits: [])))
         }
-        for problem in index.snapshot.problems where problem.kind == .droppedWithoutRelease {
+        // A dropped holding was released on the owner's behalf; it is news for `leakThreshold`, then resolves.
+        for problem in index.snapshot.problems
+        where problem.kind == .droppedWithoutRelease && index.age(since: problem.time) < threshold {
             let resource = Finding.Resource(id: problem.resource,
                                             kind: index.resources[problem.resource]?.kind ?? .semaphore,
                                             name: problem.resourceName)
@@ -340,7 +341,7 @@ public enum Detector {
                     holder: problem.acquiredBy.map {
                         Finding.Party(task: $0, node: .task($0), path: ["task \($0.rawValue)"],
                                       site: problem.acquiredAt ?? CallSite(fileID: "?", line: 0, function: "?"),
-                                      age: index.age(since: problem.time))
+                                      age: 0)
                     },
                     waiter: nil, cycle: [], queued: 0, queuedBySite: [],
                     summary: "a \(unitName(problem.holdingKind)) of \(resource.label) was dropped without release",

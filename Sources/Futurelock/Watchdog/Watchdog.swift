@@ -9,9 +9,9 @@ import Foundation
 
 /// Watches a ledger for futurelocks, deadlocks, stalls and leaks.
 ///
-/// Use it three ways: call ``check()`` on demand; `await run()` in a task (or run it as a
-/// service-lifecycle `Service`) to check every ``Configuration/interval`` and early when the oldest
-/// wait passes ``Configuration/waitThreshold``; or both. It never cancels or kills anything: it logs
+/// Use it two ways: call ``check()`` on demand, or `await run()` in a task to check every
+/// ``Configuration/interval`` and early when the oldest wait passes ``Configuration/waitThreshold``;
+/// or both. It never cancels or kills anything: it logs
 /// each finding once while it persists (and its resolution), calls your handler, and can write the
 /// dump of the moment to a file.
 ///
