@@ -1,7 +1,7 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
-// The core (`Futurelock`) depends only on swift-collections and swift-log so a service that links it
+// The core (`Futurelock`) depends only on swift-collections, swift-log and swift-metrics' API, so a service that links it
 // pays for nothing else. Symbolication (libdw), the CLI, the reproducers and the benchmark are separate
 // targets; heavy integrations (PostgresNIO, Hummingbird) get targets of their own.
 let strict: [SwiftSetting] = [
@@ -20,6 +20,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
     ],
@@ -29,6 +30,7 @@ let package = Package(
             dependencies: [
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strict
         ),
@@ -71,7 +73,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FuturelockTests",
-            dependencies: ["Futurelock"],
+            dependencies: ["Futurelock", .product(name: "MetricsTestKit", package: "swift-metrics")],
             swiftSettings: strict
         ),
         .testTarget(

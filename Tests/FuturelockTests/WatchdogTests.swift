@@ -1,4 +1,5 @@
 import Logging
+import MetricsTestKit
 import Testing
 @testable import Futurelock
 
@@ -154,5 +155,29 @@ struct WatchdogTests {
         #expect(holding.holderTask == .none)
         handed.value?.release()
         try await task.value
+    }
+
+    @Test(.timeLimit(.minutes(1))) func metrics_gaugesPerResourceAndACounterPerNewFinding() async throws {
+        let metrics = TestMetrics()
+        var configuration = Watchdog.Configuration(confirmation: .zero)
+        configuration.metrics = metrics
+        let lock = try Semaphore(name: "config", permits: 1, ledger: ledger)
+        let watchdog = Watchdog(ledger: ledger, configuration: configuration, logger: quiet)
+        let task = selfDeadlock(lock)
+        await eventually { lock.waitingCount == 1 }
+        watchdog.check()
+        watchdog.check()
+        let dimensions = [("resource", "config"), ("kind", "semaphore")]
+        #expect(try metrics.expectGauge("futurelock_held", dimensions).lastValue == 1)
+        #expect(try metrics.expectGauge("futurelock_waiting", dimensions).lastValue == 1)
+        #expect(try metrics.expectGauge("futurelock_findings", [("kind", "selfDeadlock")]).lastValue == 1)
+        // Reported once while it persists, though checked twice.
+        #expect(try metrics.expectCounter("futurelock_findings_reported_total",
+                                          [("kind", "selfDeadlock"), ("certainty", "certain")]).totalValue == 1)
+        task.cancel()
+        _ = await task.result
+        watchdog.check()
+        #expect(try metrics.expectGauge("futurelock_findings", [("kind", "selfDeadlock")]).lastValue == 0)
+        #expect(try metrics.expectGauge("futurelock_waiting", dimensions).lastValue == 0)
     }
 }

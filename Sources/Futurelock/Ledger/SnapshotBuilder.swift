@@ -6,6 +6,26 @@ struct SnapshotBuilder {
     private(set) var waits: [WaitRecord] = []
     private(set) var events: [LedgerEvent] = []
     private var nodes: [NodeID: TreeNodeRecord] = [:]
+    /// Call sites converted once per distinct site, so 200,000 waiters at one line share one string.
+    private var sites: [SiteKey: CallSite] = [:]
+
+    private struct SiteKey: Hashable {
+        var file: UInt
+        var line: UInt
+        var function: UInt
+    }
+
+    private mutating func callSite(_ site: StaticCallSite) -> CallSite {
+        guard site.fileID.hasPointerRepresentation, site.function.hasPointerRepresentation else {
+            return site.callSite
+        }
+        let key = SiteKey(file: UInt(bitPattern: site.fileID.utf8Start), line: site.line,
+                          function: UInt(bitPattern: site.function.utf8Start))
+        if let known = sites[key] { return known }
+        let converted = site.callSite
+        sites[key] = converted
+        return converted
+    }
 
     mutating func add(_ resource: ResourceRecord) { resources.append(resource) }
 
@@ -13,7 +33,7 @@ struct SnapshotBuilder {
                              acquiredBy: TaskID?) {
         holdings.append(HoldingRecord(
             id: id, resource: resource, kind: kind, holder: node(for: stamp), holderTask: stamp.task,
-            site: stamp.site.callSite, since: stamp.time,
+            site: callSite(stamp.site), since: stamp.time,
             acquiredBy: acquiredBy == stamp.task ? nil : acquiredBy,
             backtrace: stamp.backtrace?.addresses))
     }
@@ -21,7 +41,7 @@ struct SnapshotBuilder {
     mutating func addWait(resource: ResourceID, kind: WaitKind, stamp: OwnerStamp, position: Int) {
         waits.append(WaitRecord(
             resource: resource, kind: kind, waiter: node(for: stamp), waiterTask: stamp.task,
-            site: stamp.site.callSite, since: stamp.time, position: position))
+            site: callSite(stamp.site), since: stamp.time, position: position))
     }
 
     mutating func addEvents(_ newEvents: some Sequence<LedgerEvent>) { events.append(contentsOf: newEvents) }

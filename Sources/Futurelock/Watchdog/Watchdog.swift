@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import Synchronization
 
@@ -49,6 +50,12 @@ public final class Watchdog: Sendable {
         /// Captures the process's native thread stacks; called when a new lock is found, and the
         /// stacks go into that report's dump. `FuturelockSymbols` provides one: `useSymbolication()`.
         public var captureNativeThreads: (@Sendable () -> [NativeThreadRecord])?
+        /// Where the watchdog's metrics go (default: the process's bootstrapped `MetricsSystem`;
+        /// `nil` records none). Per resource, after every check: gauges `futurelock_held`,
+        /// `futurelock_waiting` and `futurelock_oldest_wait_seconds` (dimensions `resource`, `kind`);
+        /// per finding kind: gauge `futurelock_findings` (current) and counter
+        /// `futurelock_findings_reported_total` (dimensions `kind`, `certainty`).
+        public var metrics: (any MetricsFactory)? = MetricsSystem.factory
 
         /// Defaults: check every second, 1 s wait threshold, default policy, no dump file.
         public init(interval: Duration = .seconds(1), waitThreshold: Duration = .seconds(1),
@@ -169,7 +176,32 @@ public final class Watchdog: Sendable {
         return candidates.allSatisfy { $0.proof.holdings.isSubset(of: holdings) && $0.proof.waits.isSubset(of: waits) }
     }
 
+    private func record(_ report: Report, into factory: any MetricsFactory) {
+        let snapshot = report.snapshot
+        var oldest: [ResourceID: MonotonicInstant] = [:]
+        for wait in snapshot.waits where WaitForAnalysis.blocks(wait.kind) {
+            oldest[wait.resource] = min(oldest[wait.resource] ?? wait.since, wait.since)
+        }
+        for resource in snapshot.resources {
+            let dimensions = [("resource", resource.name), ("kind", resource.kind.rawValue)]
+            Gauge(label: "futurelock_held", dimensions: dimensions, factory: factory).record(resource.held)
+            Gauge(label: "futurelock_waiting", dimensions: dimensions, factory: factory).record(resource.waiting)
+            let age = oldest[resource.id].map { snapshot.takenAt.duration(since: $0).secondsDouble } ?? 0
+            Gauge(label: "futurelock_oldest_wait_seconds", dimensions: dimensions, factory: factory).record(age)
+        }
+        for kind in Finding.Kind.allCases {
+            let current = report.findings.filter { $0.kind == kind }.count
+            Gauge(label: "futurelock_findings", dimensions: [("kind", kind.rawValue)], factory: factory).record(current)
+        }
+        for finding in report.new {
+            Counter(label: "futurelock_findings_reported_total",
+                    dimensions: [("kind", finding.kind.rawValue), ("certainty", finding.certainty.rawValue)],
+                    factory: factory).increment()
+        }
+    }
+
     private func publish(_ report: Report) {
+        if let factory = configuration.metrics { record(report, into: factory) }
         for finding in report.new {
             let metadata: Logger.Metadata = [
                 "futurelock.kind": "\(finding.kind.rawValue)",
