@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .library(name: "Futurelock", targets: ["Futurelock"]),
         .library(name: "FuturelockSymbols", targets: ["FuturelockSymbols"]),
+        .library(name: "FuturelockServiceLifecycle", targets: ["FuturelockServiceLifecycle"]),
         .executable(name: "futurelock", targets: ["FuturelockCLI"]),
         .executable(name: "futurelock-bench", targets: ["FuturelockBenchmarks"]),
     ],
@@ -23,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .target(
@@ -42,6 +44,14 @@ let package = Package(
         .target(
             name: "FuturelockSymbols",
             dependencies: ["CLibdw", "Futurelock"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "FuturelockServiceLifecycle",
+            dependencies: [
+                "Futurelock",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict
         ),
         .target(
@@ -79,6 +89,15 @@ let package = Package(
         .testTarget(
             name: "FuturelockReproducersTests",
             dependencies: ["FuturelockReproducers", "Futurelock"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "FuturelockServiceLifecycleTests",
+            dependencies: [
+                "FuturelockServiceLifecycle", "Futurelock",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

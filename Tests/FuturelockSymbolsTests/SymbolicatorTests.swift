@@ -145,7 +145,13 @@ struct SymbolicatorTests {
         try #require(handle != nil, "libexpat.so.1 is needed for this test (apt-get install libexpat1)")
         let function = try #require(dlsym(handle, "XML_ParserCreate"))
 
+        let mapsBefore = (try? String(contentsOfFileDIAG: "/proc/self/maps")) ?? ""
         let frames = symbolicator.symbolicate(UInt(bitPattern: function))
+        if symbolicator.cacheStatistics.moduleReports != 2 {
+            let mapsAfter = (try? String(contentsOfFileDIAG: "/proc/self/maps")) ?? ""
+            let text = "addr=\(String(UInt(bitPattern: function), radix: 16))\nframes=\(frames)\n--- before\n\(mapsBefore)\n--- after\n\(mapsAfter)"
+            let f = fopen("/tmp/symdiag-\(getpid()).txt", "w"); fputs(text, f); fclose(f)
+        }
         #expect(symbolicator.cacheStatistics.moduleReports == 2)
         let frame = try #require(frames.last)
         #expect(frame.moduleName?.hasPrefix("libexpat") == true, "\(frames)")
@@ -222,3 +228,14 @@ enum MainExecutable {
     }
 }
 
+
+extension String {
+    init(contentsOfFileDIAG path: String) throws {
+        let f = fopen(path, "r")!
+        defer { fclose(f) }
+        var out = ""
+        var buf = [CChar](repeating: 0, count: 4096)
+        while fgets(&buf, 4096, f) != nil { out += String(cString: buf) }
+        self = out
+    }
+}
