@@ -239,3 +239,22 @@ extension String {
         self = out
     }
 }
+
+@Suite("TMPDIAG")
+struct TmpDiag {
+    @Test func shadow() throws {
+        var a: Symbolicator? = Symbolicator()
+        let (addresses, _) = symbolicationCallSiteProbe()
+        _ = a!.symbolicate(returnAddress: addresses[0])
+        let b = Symbolicator()
+        _ = b.symbolicate(returnAddress: addresses[0])
+        let maps1 = try String(contentsOfFileDIAG: "/proc/self/maps")
+        a = nil
+        let handle = dlopen("libexpat.so.1", RTLD_NOW)
+        let function = try #require(dlsym(handle, "XML_ParserCreate"))
+        let frames = b.symbolicate(UInt(bitPattern: function))
+        let maps2 = try String(contentsOfFileDIAG: "/proc/self/maps")
+        let text = "addr=\(String(UInt(bitPattern: function), radix: 16)) reports=\(b.cacheStatistics.moduleReports)\nframes=\(frames)\n--- before\n\(maps1)\n--- after\n\(maps2)"
+        let f = fopen("/tmp/tmpdiag.txt", "w"); fputs(text, f); fclose(f)
+    }
+}

@@ -11,14 +11,16 @@
 // Like the fast paths, these are `@inlinable` and `nonisolated(nonsending)`: the channel is generic and
 // used from other modules, and an unspecialised wait would look up the metadata of every generic
 // type it touches (waiters, wakeups, continuations) on each message — at capacity 1, where nearly
-// every send waits, that was a fifth of the time.
+// every send waits, that was a fifth of the time. They are also `@inline(never)`: specialised in the
+// client, but kept out of the fast path's async frame, which would otherwise grow to hold the wait's
+// state and make every non-waiting send and receive pay to allocate and copy it.
 
 import Synchronization
 
 extension BoundedChannel {
     // MARK: - Send
 
-    @inlinable
+    @inlinable @inline(never)
     nonisolated(nonsending)
     func sendWaiting(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) async throws {
         let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
@@ -58,7 +60,7 @@ extension BoundedChannel {
 
     // MARK: - Reserve
 
-    @inlinable
+    @inlinable @inline(never)
     nonisolated(nonsending)
     func reserveWaiting(_ stamp: OwnerStamp?) async throws -> SendPermit<Element> {
         let waiterID = nextWaiterID()
@@ -104,7 +106,7 @@ extension BoundedChannel {
 
     // MARK: - Receive
 
-    @inlinable
+    @inlinable @inline(never)
     nonisolated(nonsending)
     func receiveWaiting(fileID: StaticString, line: UInt, function: StaticString) async throws -> Element? {
         let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
