@@ -23,7 +23,7 @@ struct HoldingTable {
     private(set) var count = 0
 
     @usableFromInline
-    mutating func insert(_ stamp: OwnerStamp) -> Int32 {
+    mutating func insert(_ stamp: consuming OwnerStamp) -> Int32 {
         serial &+= 1
         count += 1
         let entry = Entry(stamp: stamp, acquiredBy: stamp.task, serial: serial)
@@ -42,6 +42,20 @@ struct HoldingTable {
         free.append(slot)
         count -= 1
         return entry
+    }
+
+    /// The task that holds `slot` (without copying the entry).
+    func holderTask(_ slot: Int32) -> TaskID? {
+        guard slot >= 0, Int(slot) < slots.count else { return nil }
+        return slots[Int(slot)]?.stamp.task
+    }
+
+    /// Clears `slot` without handing the entry back.
+    mutating func discard(_ slot: Int32) {
+        guard slot >= 0, Int(slot) < slots.count, slots[Int(slot)] != nil else { return }
+        slots[Int(slot)] = nil
+        free.append(slot)
+        count -= 1
     }
 
     subscript(slot: Int32) -> Entry? {

@@ -29,7 +29,7 @@ extension Semaphore {
         /// Slot value meaning "granted, not recorded" (ledger off).
         static let untrackedSlot: Int32 = -1
 
-        private mutating func grant(_ stamp: OwnerStamp?) -> Int32 {
+        private mutating func grant(_ stamp: consuming OwnerStamp?) -> Int32 {
             if let stamp { return holdings.insert(stamp) }
             untrackedHeld += 1
             return Self.untrackedSlot
@@ -38,7 +38,7 @@ extension Semaphore {
         // MARK: acquire
 
         /// Fast path: a permit if one is free and nobody queues (no barging past waiters).
-        mutating func tryAcquire(_ stamp: OwnerStamp?) -> Int32? {
+        mutating func tryAcquire(_ stamp: consuming OwnerStamp?) -> Int32? {
             guard available > 0, waiters.isEmpty else { return nil }
             available -= 1
             return grant(stamp)
@@ -76,7 +76,7 @@ extension Semaphore {
             if slot == Self.untrackedSlot {
                 untrackedHeld -= 1
             } else {
-                holdings.remove(slot)
+                holdings.discard(slot)
             }
             if let (_, waiter) = waiters.popFirst() {
                 return .handOff(waiter.continuation, grant(waiter.stamp), waiter.stamp)
