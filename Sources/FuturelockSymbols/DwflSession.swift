@@ -121,9 +121,15 @@ final class DwflSession {
         }
     }
 
-    /// Whether some reported module maps `address` (in libdwfl's address space).
-    func hasModule(at address: UInt64) -> Bool {
-        module(containing: address) != nil
+    /// Whether `address` (in libdwfl's address space) is inside the loaded code of a reported module
+    /// whose ELF file we could read, i.e. whether the module list can be trusted for it.
+    ///
+    /// Stricter than `frames(…)`: a module without readable ELF — any other file that happened to be
+    /// mapped when the list was read (a data file, the loader's /etc/ld.so.cache during another
+    /// thread's `dlopen`) — says nothing about what is at `address` now. Such a mapping may be gone
+    /// and a library loaded since may sit where it was, so the caller must re-read the module list.
+    func hasLoadedCode(at address: UInt64) -> Bool {
+        module(containing: address, trustingUncheckedSpan: false) != nil
     }
 
     /// The module whose loaded segments contain `address`.
@@ -132,7 +138,10 @@ final class DwflSession {
     /// can land in a hole inside that span (the loader reserves a library's full extent, then unmaps
     /// the alignment gaps), so the span alone would attribute its code to the wrong module; we also
     /// require the address to fall in one of the module's PT_LOAD segments.
-    private func module(containing address: UInt64) -> OpaquePointer? {
+    ///
+    /// A module whose ELF cannot be read (not ELF at all, or deleted) cannot be checked; with
+    /// `trustingUncheckedSpan` its span is taken as is, which is only right for a fresh module list.
+    private func module(containing address: UInt64, trustingUncheckedSpan: Bool = true) -> OpaquePointer? {
         guard let module = dwfl_addrmodule(dwfl, address) else { return nil }
         let segments: [Range<UInt64>]
         if let cached = loadSegments[module] {
@@ -141,8 +150,7 @@ final class DwflSession {
             segments = Self.loadSegments(of: module)
             loadSegments[module] = segments
         }
-        // An ELF file we could not read (deleted, say) cannot be checked; trust the span.
-        if segments.isEmpty { return module }
+        if segments.isEmpty { return trustingUncheckedSpan ? module : nil }
         return segments.contains { $0.contains(address) } ? module : nil
     }
 

@@ -135,9 +135,10 @@ public final class Symbolicator: Sendable {
         case .currentProcess:
             guard let session = currentProcessSession(&state) else { return unknown }
             let lookup = UInt64(key.address) &- adjustment
-            if !session.hasModule(at: lookup) {
-                // Perhaps a library loaded since the last report (dlopen). Re-reading /proc/self/maps
-                // costs a few hundred microseconds, and only happens on a cache miss.
+            if !session.hasLoadedCode(at: lookup) {
+                // Perhaps a library loaded since the last report (dlopen), possibly where some other
+                // file was mapped back then. Re-reading /proc/self/maps costs a few hundred
+                // microseconds, and only happens on a cache miss.
                 state.moduleReports += 1
                 guard (try? session.reportProcessModules()) != nil else { return unknown }
                 // Earlier "unknown" answers may be stale now; known ones stay valid while mapped.

@@ -137,28 +137,60 @@ struct SymbolicatorTests {
     func libraryLoadedLater_isFound() throws {
         let symbolicator = Symbolicator()
         let (addresses, _) = symbolicationCallSiteProbe()
-        let maps0 = (try? String(contentsOfFileDIAG: "/proc/self/maps")) ?? ""
         _ = symbolicator.symbolicate(returnAddress: addresses[0])
-        let maps1 = (try? String(contentsOfFileDIAG: "/proc/self/maps")) ?? ""
         #expect(symbolicator.cacheStatistics.moduleReports == 1)
 
-        // libexpat is not linked by this test binary, so it is mapped only from here on.
-        let handle = dlopen("libexpat.so.1", RTLD_NOW)
-        try #require(handle != nil, "libexpat.so.1 is needed for this test (apt-get install libexpat1)")
-        let function = try #require(dlsym(handle, "XML_ParserCreate"))
-
-        let mapsBefore = maps0 + "\n--- after first lookup\n" + maps1 + "\n--- after dlopen\n" + ((try? String(contentsOfFileDIAG: "/proc/self/maps")) ?? "")
-        let frames = symbolicator.symbolicate(UInt(bitPattern: function))
-        if symbolicator.cacheStatistics.moduleReports != 2 {
-            let mapsAfter = (try? String(contentsOfFileDIAG: "/proc/self/maps")) ?? ""
-            let text = "addr=\(String(UInt(bitPattern: function), radix: 16))\nframes=\(frames)\n--- before\n\(mapsBefore)\n--- after\n\(mapsAfter)"
-            let f = fopen("/tmp/symdiag-\(getpid()).txt", "w"); fputs(text, f); fclose(f)
+        // A library this process has not mapped yet (nothing here unloads libraries, so one that is not
+        // mapped now was not mapped at the first lookup either); checked, not assumed, because any test
+        // in the same process, or a library dlopen'ed by one, may have loaded a candidate already.
+        let mapped = try mappedFileNames()
+        let unmapped = laterLoadableLibraries.filter { candidate in
+            !mapped.contains { $0.hasPrefix(candidate.soname) }
         }
+        let loaded = unmapped.lazy.compactMap { candidate in
+            dlopen(candidate.soname, RTLD_NOW).map { (library: candidate, handle: $0) }
+        }.first
+        let (library, handle) = try #require(
+            loaded,
+            "none of \(laterLoadableLibraries.map(\.soname)) is installed and still unmapped (apt-get install libexpat1)"
+        )
+        let function = try #require(dlsym(handle, library.function))
+
+        let frames = symbolicator.symbolicate(UInt(bitPattern: function))
         #expect(symbolicator.cacheStatistics.moduleReports == 2)
         let frame = try #require(frames.last)
-        #expect(frame.moduleName?.hasPrefix("libexpat") == true, "\(frames)")
-        #expect(frame.function == "XML_ParserCreate", "\(frames)")
+        #expect(frame.moduleName?.hasPrefix(library.soname) == true, "\(frames)")
+        #expect(frame.function == library.function, "\(frames)")
         #expect(frame.symbolOffset == 0)
+    }
+
+    @Test("a file mapped when the module list was read and unmapped since does not claim its addresses")
+    func unmappedDataFile_doesNotClaimItsAddresses() throws {
+        // Any file mapping becomes a libdwfl "module". One without ELF (a data file, the loader's
+        // ld.so.cache while another thread is in dlopen) cannot be checked for loaded code, and once it
+        // is unmapped a library may be loaded in its place; so it must not vouch for an address.
+        let path = "/tmp/futurelock-symbolicator-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0o600)
+        try #require(fd >= 0)
+        defer { unlink(path) }
+        let length = 1 << 16
+        #expect(ftruncate(fd, off_t(length)) == 0)
+        let mapping = mmap(nil, length, PROT_READ, MAP_PRIVATE, fd, 0)
+        close(fd)
+        try #require(mapping != MAP_FAILED)
+        let address = UInt(bitPattern: mapping) + 0x100
+
+        let symbolicator = Symbolicator()
+        let (addresses, _) = symbolicationCallSiteProbe()
+        _ = symbolicator.symbolicate(returnAddress: addresses[0])
+        #expect(symbolicator.cacheStatistics.moduleReports == 1)
+        try #require(try mappedFileNames().contains(lastComponent(path)), "the data file is in the module list")
+        munmap(mapping, length)
+
+        let frames = symbolicator.symbolicate(address)
+        #expect(symbolicator.cacheStatistics.moduleReports == 2, "the address was checked against a fresh list")
+        // Something else may have been mapped there meanwhile, but never the data file.
+        #expect(frames.allSatisfy { $0.moduleName != lastComponent(path) }, "\(frames)")
     }
 
     @Test("an ELF file that does not exist is a typed error")
@@ -199,6 +231,32 @@ struct SymbolicatorTests {
     }
 }
 
+/// Shared libraries that the test binary does not link, with an exported function each, for
+/// `libraryLoadedLater_isFound`; it uses the first that is installed and not mapped yet.
+private let laterLoadableLibraries: [(soname: String, function: String)] = [
+    ("libexpat.so.1", "XML_ParserCreate"),
+    ("libxml2.so.2", "xmlCheckVersion"),
+    ("libuuid.so.1", "uuid_generate"),
+    ("libsqlite3.so.0", "sqlite3_libversion"),
+]
+
+/// The last path components of the files this process maps now, from /proc/self/maps.
+private func mappedFileNames() throws -> Set<String> {
+    let file = try #require(fopen("/proc/self/maps", "r"))
+    defer { fclose(file) }
+    var names: Set<String> = []
+    var line = [CChar](repeating: 0, count: 4096)
+    while fgets(&line, Int32(line.count), file) != nil {
+        // address perms offset dev inode [path]
+        let fields = String(cString: line).split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
+        guard fields.count == 6 else { continue }
+        let path = fields[5].drop { $0 == " " }.prefix { $0 != "\n" }
+        guard path.hasPrefix("/") else { continue }
+        names.insert(lastComponent(String(path)))
+    }
+    return names
+}
+
 /// The main executable's load bias, found from the kernel's auxiliary vector (AT_PHDR minus the
 /// PT_PHDR header's p_vaddr), independently of libdw, to check file-relative addresses.
 enum MainExecutable {
@@ -230,37 +288,3 @@ enum MainExecutable {
     }
 }
 
-
-extension String {
-    init(contentsOfFileDIAG path: String) throws {
-        let f = fopen(path, "r")!
-        defer { fclose(f) }
-        var out = ""
-        var buf = [CChar](repeating: 0, count: 4096)
-        while fgets(&buf, 4096, f) != nil { out += String(cString: buf) }
-        self = out
-    }
-}
-
-
-@Suite("TMPDIAG")
-struct TmpDiag {
-    @Test func shadowStale() throws {
-        let exe = try String(contentsOfFileDIAG: "/proc/self/maps").split(separator: "\n").first!.split(separator: " ", omittingEmptySubsequences: true).last!
-        var a: Symbolicator? = Symbolicator()
-        let (addresses, _) = symbolicationCallSiteProbe()
-        _ = a!.symbolicate(returnAddress: addresses[0])
-        let maps = try String(contentsOfFileDIAG: "/proc/self/maps")
-        let shadow = maps.split(separator: "\n").filter { $0.hasSuffix(exe) && $0.contains("rw-p 00000000") }
-        print("DIAG shadows:", shadow)
-        let range = shadow.first!.split(separator: " ").first!.split(separator: "-").map { UInt($0, radix: 16)! }
-        let b = Symbolicator()
-        _ = b.symbolicate(returnAddress: addresses[0])
-        let probe = range[0] + 0x200000
-        print("DIAG live:", b.symbolicate(probe), b.cacheStatistics.moduleReports)
-        a = nil
-        let maps2 = try String(contentsOfFileDIAG: "/proc/self/maps")
-        print("DIAG still mapped:", maps2.contains(String(range[0], radix: 16) + "-"))
-        print("DIAG after unmap:", b.symbolicate(probe + 0x40), b.cacheStatistics.moduleReports)
-    }
-}

@@ -54,9 +54,12 @@
 //
 // Locking and speed. One `Mutex` per channel guards its state machine; each operation takes it once.
 // Continuations are resumed, and problems reported, only after it is released. The buffer is a ring
-// (`Deque`) that is reused, so a message costs no allocation of its own. The type is generic and used
-// from other modules, so the fast paths are `@inlinable` (they specialise in the caller's module) and
-// `nonisolated(nonsending)` (they run on the caller's executor instead of hopping to the global one).
+// (`Deque`) that is reused, so a message costs no allocation of its own, and so are the waiter queues
+// (no hashing per wait). The type is generic and used from other modules, so the whole send, reserve
+// and receive path — fast paths, waits, hand-offs and the state machine behind them — is `@inlinable`
+// (it specialises in the caller's module, with no generic metadata looked up at run time) and
+// `nonisolated(nonsending)` (it runs on the caller's executor instead of hopping to the global one).
+// The waits are `@inline(never)` so that the fast paths' async frames stay small.
 
 import DequeModule
 import Synchronization
