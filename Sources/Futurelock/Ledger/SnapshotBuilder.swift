@@ -27,7 +27,14 @@ struct SnapshotBuilder {
         return converted
     }
 
-    mutating func add(_ resource: ResourceRecord) { resources.append(resource) }
+    mutating func add(_ resource: ResourceRecord) {
+        resources.append(resource)
+        // Room for every waiter and holder of this resource (and a task node each) up front.
+        let expected = resource.waiting + resource.held
+        waits.reserveCapacity(waits.count + resource.waiting)
+        holdings.reserveCapacity(holdings.count + resource.held)
+        nodes.reserveCapacity(nodes.count + expected)
+    }
 
     mutating func addHolding(id: UInt64, resource: ResourceID, kind: HoldingKind, stamp: OwnerStamp,
                              acquiredBy: TaskID?) {

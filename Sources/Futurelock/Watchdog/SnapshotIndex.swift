@@ -19,8 +19,7 @@ struct SnapshotIndex {
         var waits = Dictionary(grouping: snapshot.waits, by: \.resource)
         for key in waits.keys { waits[key]!.sort { $0.position < $1.position } }
         self.waitsByResource = waits
-        var byTask: [TaskID: WaitRecord] = [:]
-        byTask.reserveCapacity(snapshot.waits.count)
+        var byTask = [TaskID: WaitRecord](minimumCapacity: snapshot.waits.count)
         for wait in snapshot.waits { byTask[wait.waiterTask] = wait }
         self.waitByTask = byTask
     }

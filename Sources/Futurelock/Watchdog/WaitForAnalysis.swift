@@ -27,10 +27,22 @@ struct WaitForAnalysis {
 
     let index: SnapshotIndex
     let policy: DetectionPolicy
+    /// The ancestry of every holder, walked once: holders are few, waiters can be 200,000, and every
+    /// waiter's classification walks its blockers' ancestry.
+    let holderChains: [NodeID: [TreeNodeRecord]]
 
     init(_ snapshot: LedgerSnapshot, policy: DetectionPolicy) {
         self.index = SnapshotIndex(snapshot)
         self.policy = policy
+        var chains: [NodeID: [TreeNodeRecord]] = [:]
+        for holding in snapshot.holdings where chains[holding.holder] == nil {
+            chains[holding.holder] = index.ancestry(of: holding.holder)
+        }
+        self.holderChains = chains
+    }
+
+    private func chain(of holder: NodeID) -> [TreeNodeRecord] {
+        holderChains[holder] ?? index.ancestry(of: holder)
     }
 
     static func blocks(_ kind: WaitKind) -> Bool { kind != .receive }
@@ -42,12 +54,9 @@ struct WaitForAnalysis {
         if holding.holderTask == waiter { return .selfHeld }
         // A holder that is itself waiting is blocked, not parked: the cycle analysis decides.
         if index.waitByTask[holding.holderTask] != nil { return .other }
-        // Walk up from the holder (no allocation: this runs once per waiter, 200,000 times at scale).
         // Below the waiter's own nodes, the innermost scope that is not `consumed` decides.
         var verdict: Blocker?
-        var current: NodeID? = holding.holder
-        var steps = 0
-        while let here = current, let node = index.nodes[here], steps < 10_000 {
+        for node in chain(of: holding.holder) {
             if node.task == waiter { return verdict ?? .parked(certain: false, scope: nil) }
             if verdict == nil, node.kind == .scope {
                 switch node.state {
@@ -56,8 +65,6 @@ struct WaitForAnalysis {
                 case .consumed?, nil: break
                 }
             }
-            current = node.parent
-            steps += 1
         }
         return .other
     }
@@ -102,7 +109,7 @@ struct WaitForAnalysis {
         }
         if stuck.contains(holding.holderTask) { return (holding.holderTask, .other) }
         // Parked work inside the tree of some other stuck task.
-        for node in index.ancestry(of: holding.holder) where node.task != holding.holderTask {
+        for node in chain(of: holding.holder) where node.task != holding.holderTask {
             guard stuck.contains(node.task), let ownerWait = index.waitByTask[node.task] else { continue }
             switch relation(holding, to: node.task) {
             case .parked(let certain, _) where certain || graceMet(holding, ownerWait):
@@ -115,7 +122,7 @@ struct WaitForAnalysis {
     }
 
     func analyse() -> Result {
-        var stuck = Set<TaskID>()
+        var stuck = Set<TaskID>(minimumCapacity: index.snapshot.waits.count)
         for wait in index.snapshot.waits where Self.blocks(wait.kind) && isSaturated(wait.resource) {
             stuck.insert(wait.waiterTask)
         }
