@@ -11,6 +11,24 @@
 @_silgen_name("swift_task_getJobTaskId")
 private func _futurelockJobTaskID(_ job: OpaquePointer) -> UInt64
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `swift_task_getCurrent`, looked up once. It returns the running task *unretained*; the standard
+/// library's `withUnsafeCurrentTask` has to retain and release it around the closure, and is called
+/// unspecialised from here — together about a third of an uncontended acquire+release with the
+/// ledger on. Called directly, reading the task costs a plain call. (It takes no arguments and returns
+/// one pointer, which the Swift and C calling conventions pass identically; if the symbol is
+/// missing, `withUnsafeCurrentTask` is used.)
+private typealias CurrentTaskFunction = @convention(c) () -> OpaquePointer?
+private let currentTaskFunction: CurrentTaskFunction? = {
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "swift_task_getCurrent") else { return nil }
+    return unsafeBitCast(symbol, to: CurrentTaskFunction.self)
+}()
+
 /// A task's runtime identifier: 64 bits, monotonically increasing, never reused within a process.
 ///
 /// `TaskID.none` (raw value 0) stands for code that is not running inside a Swift task at all, such as
@@ -29,7 +47,11 @@ public struct TaskID: Hashable, Comparable, Sendable, CustomStringConvertible, C
     /// The id of the task this code runs in, or `.none` outside a task.
     @inline(__always)
     public static var current: TaskID {
-        withUnsafeCurrentTask { task in
+        if let currentTaskFunction {
+            guard let task = currentTaskFunction() else { return .none }
+            return TaskID(rawValue: _futurelockJobTaskID(task))
+        }
+        return withUnsafeCurrentTask { task in
             guard let task else { return .none }
             return TaskID(rawValue: _futurelockJobTaskID(unsafeBitCast(task, to: OpaquePointer.self)))
         }
