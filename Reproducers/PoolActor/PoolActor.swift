@@ -89,21 +89,22 @@ struct PoolActor: Reproducer {
 
     /// The client whose race goes wrong.
     func culprit(_ requests: BoundedChannel<Request>, fixed: Bool, queued: Signal) async throws {
-        let timeout = Signal()
+        let raceDecided = Signal()
         try await withThrowingTaskGroup(of: Arm.self) { race in
             race.addTask {
                 .reserved(try await Futurelock.child("request-connection") {
                     let slot = try await requests.reserve()
-                    await timeout.wait()                 // …and the timeout fires before it sends
+                    await raceDecided.wait()             // …and the timeout fires before it sends
                     return slot
                 })
             }
             race.addTask {
                 while requests.availableSlots > 0 { await Task.yield() }
-                timeout.fire()
                 return .timedOut
             }
-            guard case .timedOut = try await race.next() else { return }
+            let first = try await race.next()
+            raceDecided.fire()
+            guard case .timedOut = first else { return }
             if fixed {
                 race.cancelAll()
                 for try await arm in race {

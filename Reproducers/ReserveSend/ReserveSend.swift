@@ -26,22 +26,23 @@ struct ReserveSend: Reproducer {
         let worker = Task {
             for try await _ in jobs {}
         }
-        let deadline = Signal()
+        let raceDecided = Signal()
         try await Futurelock.scope("submit") {
             try await withThrowingTaskGroup(of: Arm.self) { group in
                 group.addTask {
                     .reserved(try await Futurelock.child("reserve-and-build") {
                         let slot = try await jobs.reserve()
-                        await deadline.wait()              // building the job takes longer than the deadline
+                        await raceDecided.wait()           // building the job takes longer than the deadline
                         return slot
                     })
                 }
                 group.addTask {
                     while jobs.availableSlots > 0 { await Task.yield() }
-                    deadline.fire()
                     return .deadline
                 }
-                guard case .deadline = try await group.next() else { return }
+                let first = try await group.next()
+                raceDecided.fire()
+                guard case .deadline = first else { return }
                 if fixed {
                     group.cancelAll()
                     for try await arm in group {

@@ -24,13 +24,13 @@ struct TaskGroupRace: Reproducer {
 
     func run(fixed: Bool, ledger: Ledger) async throws {
         let database = try Semaphore(name: "db-connections", permits: 1, ledger: ledger)
-        let timeoutFired = Signal()
+        let raceDecided = Signal()
         try await Futurelock.scope("handle-request") {
             try await withThrowingTaskGroup(of: Arm.self) { group in
                 group.addTask {
                     let permit = try await Futurelock.child("fetch") {
                         let permit = try await database.acquire()
-                        await timeoutFired.wait()          // the query is slower than the timeout
+                        await raceDecided.wait()           // the query is slower than the timeout
                         return permit
                     }
                     return .fetched(permit)
@@ -38,10 +38,11 @@ struct TaskGroupRace: Reproducer {
                 group.addTask {
                     // The timeout fires while the fetch holds the permit.
                     while database.availablePermits > 0 { await Task.yield() }
-                    timeoutFired.fire()
                     return .timedOut
                 }
-                guard case .timedOut = try await group.next() else { return }
+                let first = try await group.next()
+                raceDecided.fire()
+                guard case .timedOut = first else { return }
                 if fixed {
                     group.cancelAll()
                     for try await arm in group {

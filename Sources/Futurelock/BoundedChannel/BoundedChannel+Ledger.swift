@@ -2,6 +2,17 @@
 // and its event history when the ledger keeps one.
 
 extension BoundedChannel: LedgerTracked {
+    /// The head sender's wait (FIFO: the oldest). Receivers waiting for messages are idle, not stuck.
+    func oldestWait() -> MonotonicInstant? {
+        state.withLock { machine -> MonotonicInstant? in
+            guard let head = machine.senders.entries.first(where: { $0.payload != nil })?.payload else { return nil }
+            switch head {
+            case .send(_, _, let stamp): return stamp?.time
+            case .reserve(_, let stamp): return stamp?.time
+            }
+        }
+    }
+
     func contribute(to builder: inout SnapshotBuilder) {
         state.withLock { machine in
             builder.add(ResourceRecord(
