@@ -123,11 +123,8 @@ extension BoundedChannel {
 
     @usableFromInline
     func reportDoubleUse(fileID: StaticString, line: UInt, function: StaticString) {
-        let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
-        ledger.report(LedgerProblem(
-            kind: .doubleRelease, resource: id, resourceName: name, holdingKind: .sendSlot,
-            acquiredAt: nil, acquiredBy: nil, releasedAt: stamp?.site.callSite,
-            releasedBy: stamp?.task, time: .now))
+        ledger.reportDoubleRelease(resource: id, name: name, kind: .sendSlot, fileID: fileID, line: line,
+                                   function: function)
     }
 
     func releaseDropped(slot: Int32) {
@@ -135,9 +132,6 @@ extension BoundedChannel {
             (machine.holdings[slot], machine.releaseReserved(slot: slot))
         }
         resume(wakeups)
-        ledger.report(LedgerProblem(
-            kind: .droppedWithoutRelease, resource: id, resourceName: name, holdingKind: .sendSlot,
-            acquiredAt: entry?.stamp.site.callSite, acquiredBy: entry?.acquiredBy,
-            releasedAt: nil, releasedBy: nil, time: .now))
+        ledger.reportDropped(resource: id, name: name, kind: .sendSlot, entry: entry)
     }
 }

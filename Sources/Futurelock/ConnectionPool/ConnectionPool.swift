@@ -341,11 +341,8 @@ public final class ConnectionPool<Connection: Sendable>: Sendable {
     }
 
     func reportDoubleRelease(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
-        let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
-        ledger.report(LedgerProblem(
-            kind: .doubleRelease, resource: id, resourceName: name, holdingKind: .connection,
-            acquiredAt: nil, acquiredBy: nil, releasedAt: stamp?.site.callSite,
-            releasedBy: stamp?.task, time: .now))
+        ledger.reportDoubleRelease(resource: id, name: name, kind: .connection, fileID: fileID, line: line,
+                                   function: function)
     }
 
     func releaseDropped(slot: Int32, connection: Connection) {
@@ -353,10 +350,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable {
             (machine.holding(slot), machine.release(slot: slot, connection: connection))
         }
         perform(action, nil)
-        ledger.report(LedgerProblem(
-            kind: .droppedWithoutRelease, resource: id, resourceName: name, holdingKind: .connection,
-            acquiredAt: entry?.stamp.site.callSite, acquiredBy: entry?.acquiredBy,
-            releasedAt: nil, releasedBy: nil, time: .now))
+        ledger.reportDropped(resource: id, name: name, kind: .connection, entry: entry)
     }
 
     // MARK: - Helpers

@@ -104,6 +104,25 @@ public final class Ledger: Sendable {
         eventSerial.wrappingAdd(1, ordering: .relaxed).newValue
     }
 
+    /// Reports a second release of a holding of `resource` (the release itself is ignored by the caller).
+    @usableFromInline
+    func reportDoubleRelease(resource: ResourceID, name: String, kind: HoldingKind,
+                             fileID: StaticString, line: UInt, function: StaticString) {
+        let stamp = stamp(fileID: fileID, line: line, function: function)
+        report(LedgerProblem(
+            kind: .doubleRelease, resource: resource, resourceName: name, holdingKind: kind,
+            acquiredAt: nil, acquiredBy: nil, releasedAt: stamp?.site.callSite, releasedBy: stamp?.task,
+            time: .now))
+    }
+
+    /// Reports a holding that was deinitialised without release (the caller has released it).
+    func reportDropped(resource: ResourceID, name: String, kind: HoldingKind, entry: HoldingTable.Entry?) {
+        report(LedgerProblem(
+            kind: .droppedWithoutRelease, resource: resource, resourceName: name, holdingKind: kind,
+            acquiredAt: entry?.stamp.site.callSite, acquiredBy: entry?.acquiredBy,
+            releasedAt: nil, releasedBy: nil, time: .now))
+    }
+
     func report(_ problem: LedgerProblem) {
         problemCount.wrappingAdd(1, ordering: .relaxed)
         let limit = configuration.problemHistory

@@ -198,11 +198,8 @@ public final class Semaphore: Sendable {
     }
 
     func reportDoubleRelease(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
-        let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
-        ledger.report(LedgerProblem(
-            kind: .doubleRelease, resource: id, resourceName: name, holdingKind: .permit,
-            acquiredAt: nil, acquiredBy: nil, releasedAt: stamp?.site.callSite,
-            releasedBy: stamp?.task, time: .now))
+        ledger.reportDoubleRelease(resource: id, name: name, kind: .permit, fileID: fileID, line: line,
+                                   function: function)
     }
 
     func releaseDropped(slot: Int32) {
@@ -213,10 +210,7 @@ public final class Semaphore: Sendable {
             record(.handoff, stamp)
             continuation.resume(returning: newSlot)
         }
-        ledger.report(LedgerProblem(
-            kind: .droppedWithoutRelease, resource: id, resourceName: name, holdingKind: .permit,
-            acquiredAt: entry?.stamp.site.callSite, acquiredBy: entry?.acquiredBy,
-            releasedAt: nil, releasedBy: nil, time: .now))
+        ledger.reportDropped(resource: id, name: name, kind: .permit, entry: entry)
     }
 
     // MARK: - Event history
