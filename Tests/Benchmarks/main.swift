@@ -599,6 +599,7 @@ enum Scale {
 
 struct Arguments {
     var scale = false
+    var pieces = false
     var quick = false
     var waiters = 200_000
     var reps: Int?
@@ -609,6 +610,7 @@ struct Arguments {
         while i < args.count {
             switch args[i] {
             case "scale": scale = true
+            case "pieces": pieces = true
             case "--quick": quick = true
             case "--waiters":
                 i += 1
@@ -627,15 +629,47 @@ struct Arguments {
     }
 
     static func usage(exitCode: Int32 = 2) -> Never {
-        print("usage: futurelock-bench [--quick] [--reps N] [--only KEY-PREFIX]...\n       futurelock-bench scale [--waiters N] [--quick]")
+        print("usage: futurelock-bench [--quick] [--reps N] [--only KEY-PREFIX]...\n       futurelock-bench scale [--waiters N] [--quick]\n       futurelock-bench pieces")
         exit(exitCode)
+    }
+}
+
+/// What one ledger-on acquire+release is made of: each piece the stamp reads, timed alone, beside the
+/// whole operation with the ledger on and off. It shows the floor under the ledger's overhead.
+enum LedgerPieces {
+    @inline(never) static func sink<T>(_ value: T) { withExtendedLifetime(value) {} }
+
+    static func time(_ operations: Int, _ body: () -> Void) -> Double {
+        let start = nowNanoseconds()
+        body()
+        return Double(nowNanoseconds() - start) / Double(operations)
+    }
+
+    static func run() {
+        let operations = 2_000_000
+        print("futurelock-bench pieces: ns per call, \(operations) calls, 3 rounds")
+        for round in 1...3 {
+            var accumulator: UInt64 = 0
+            let taskID = time(operations) { for _ in 0..<operations { accumulator &+= TaskID.current.rawValue } }
+            let node = time(operations) { for _ in 0..<operations { sink(Futurelock.currentNode) } }
+            let clock = time(operations) { for _ in 0..<operations { accumulator &+= MonotonicInstant.coarseNow.nanoseconds } }
+            let on = try! Semaphore(name: "pieces-on", permits: 1, ledger: Ledger())
+            let off = try! Semaphore(name: "pieces-off", permits: 1, ledger: .disabled)
+            let withLedger = time(operations) { for _ in 0..<operations { on.tryAcquire()!.release() } }
+            let withoutLedger = time(operations) { for _ in 0..<operations { off.tryAcquire()!.release() } }
+            func f(_ value: Double) -> String { String(Int(value.rounded())) }
+            print("  round \(round): TaskID.current \(f(taskID))  Futurelock.currentNode \(f(node))  coarse clock \(f(clock))  | tryAcquire+release ledger on \(f(withLedger)), off \(f(withoutLedger))  (\(accumulator & 1))")
+        }
+        print("  an acquire reads the task id, the task-local node and the clock; a release reads the task id again")
     }
 }
 
 let arguments = Arguments(Array(CommandLine.arguments.dropFirst()))
 do {
     try await Task.detached {
-        if arguments.scale {
+        if arguments.pieces {
+            LedgerPieces.run()
+        } else if arguments.scale {
             try await Scale.run(waiters: arguments.quick && arguments.waiters == 200_000 ? 10_000 : arguments.waiters)
         } else {
             var config = Config.make(quick: arguments.quick, reps: arguments.reps)
