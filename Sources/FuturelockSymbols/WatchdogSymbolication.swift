@@ -9,10 +9,7 @@
 import Futurelock
 import Glibc
 
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#endif
-import Foundation
+import Foundation  // Process and Pipe live in Foundation proper
 
 extension Watchdog.Configuration {
     /// Symbolicates acquisition backtraces with `symbolicator` and, when `nativeStacks` is true,

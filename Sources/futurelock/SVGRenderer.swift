@@ -1,10 +1,6 @@
 import ArgumentParser
 
-#if canImport(FoundationEssentials)
-import Foundation
-#else
-import Foundation
-#endif
+import Foundation  // Process and Pipe live in Foundation proper
 
 /// Turns DOT into SVG with Graphviz's `dot`, found on PATH.
 enum SVGRenderer {

@@ -2,9 +2,6 @@ import ArgumentParser
 import Futurelock
 import FuturelockSymbols
 
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#endif
 import Foundation
 
 struct Symbolicate: ParsableCommand {
