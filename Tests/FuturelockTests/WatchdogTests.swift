@@ -180,4 +180,28 @@ struct WatchdogTests {
         #expect(try metrics.expectGauge("futurelock_findings", [("kind", "selfDeadlock")]).lastValue == 0)
         #expect(try metrics.expectGauge("futurelock_waiting", dimensions).lastValue == 0)
     }
+
+    @Test(.timeLimit(.minutes(1))) func oldestWait_seesWaitersOfEveryPrimitiveKind() async throws {
+        #expect(ledger.oldestWait() == nil)
+        let channel = try BoundedChannel<Int>(name: "jobs", capacity: 1, ledger: ledger)
+        let slot = try await channel.reserve()
+        let sender = Task { try await channel.send(1) }
+        await eventually { channel.waitingSenderCount == 1 }
+        #expect(ledger.oldestWait() != nil)
+        sender.cancel()
+        _ = await sender.result
+        slot.release()
+        #expect(ledger.oldestWait() == nil)
+
+        let pool = try ConnectionPool<Int>(name: "db", capacity: 1, ledger: ledger, factory: { 7 })
+        let lease = try await pool.checkout()
+        let waiter = Task { try await pool.checkout() }
+        await eventually { pool.waitingCount == 1 }
+        #expect(ledger.oldestWait() != nil)
+        waiter.cancel()
+        _ = await waiter.result
+        lease.release()
+        #expect(ledger.oldestWait() == nil)
+        await pool.shutdown()
+    }
 }
