@@ -164,9 +164,9 @@ public final class Semaphore: Sendable {
     // MARK: - Releasing (called by Permit)
 
     func release(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
-        // Only the releasing task's id is read on this path; a full stamp (node, site, time) is built
-        // only when ownership moved or the ledger keeps event history.
-        let releaser = ledger.isEnabled && slot != StateMachine.untrackedSlot ? TaskID.current : .none
+        // The holding disappears with this release, so who released it only matters to the event
+        // history: without history the releasing task is not even read.
+        let releaser = history != nil && slot != StateMachine.untrackedSlot ? TaskID.current : .none
         let (action, moved) = state.withLock { machine -> (StateMachine.ReleaseAction, Bool) in
             var moved = false
             if releaser != .none, let holder = machine.holdings.holderTask(slot), holder != releaser {
