@@ -21,4 +21,5 @@ fi
 echo "== building (debug, with tests)"
 swift build --build-tests
 echo "== running tests"
-swift test --skip-build
+# A hung test fails the run instead of eating the CI budget.
+timeout 1800 swift test --skip-build

@@ -100,7 +100,18 @@ public enum Gallery {
             if ContinuousClock.now - start >= timeout { status = .timedOut }
         }
         scenario.cancel()
-        _ = await scenario.result
+        // A scenario unwinds on cancellation (the primitives throw); give it a bounded time to, so a
+        // scenario that ignores cancellation fails the run instead of hanging the runner.
+        let unwindStart = ContinuousClock.now
+        while !finished.isSet, ContinuousClock.now - unwindStart < .seconds(10) {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        if !finished.isSet {
+            status = .failed
+            failure = "the scenario did not unwind within 10 s of cancellation"
+        } else {
+            _ = await scenario.result
+        }
         watcher.cancel()
         if status == .completed, variant != .plain {
             let final = watchdog.check()

@@ -56,3 +56,12 @@ final class Flag: Sendable {
     func set() { value.store(true, ordering: .releasing) }
     var isSet: Bool { value.load(ordering: .acquiring) }
 }
+
+extension Task where Success == Never, Failure == Never {
+    /// Yields, and throws if the task was cancelled: the scenarios' "wait until the other task got
+    /// there" loops must end when the runner cancels a hung scenario, or they would spin forever.
+    static func yieldUnlessCancelled() async throws {
+        try Task.checkCancellation()
+        await Task.yield()
+    }
+}

@@ -67,7 +67,8 @@ struct PoolActor: Reproducer {
                     let culpritQueued = Signal()
                     clients.addTask {
                         try await Futurelock.scope("client-culprit") {
-                            try await self.culprit(requests, fixed: fixed, queued: culpritQueued)
+                            try await self.culprit(requests, fixed: fixed, queued: culpritQueued,
+                                                   innocents: innocents)
                         }
                     }
                     await culpritQueued.wait()
@@ -88,7 +89,7 @@ struct PoolActor: Reproducer {
     }
 
     /// The client whose race goes wrong.
-    func culprit(_ requests: BoundedChannel<Request>, fixed: Bool, queued: Signal) async throws {
+    func culprit(_ requests: BoundedChannel<Request>, fixed: Bool, queued: Signal, innocents: Int) async throws {
         let raceDecided = Signal()
         try await withThrowingTaskGroup(of: Arm.self) { race in
             race.addTask {
@@ -99,7 +100,7 @@ struct PoolActor: Reproducer {
                 })
             }
             race.addTask {
-                while requests.availableSlots > 0 { await Task.yield() }
+                while requests.availableSlots > 0 { try await Task.yieldUnlessCancelled() }
                 return .timedOut
             }
             let first = try await race.next()
@@ -112,6 +113,11 @@ struct PoolActor: Reproducer {
                 }
             }
             queued.fire()
+            if !fixed {
+                // The other clients pile up behind the parked slot first, as in the incident (so every
+                // run shows the same queue; in the fixed code the slot is free and nobody piles up).
+                while requests.waitingSenderCount < innocents { try await Task.yieldUnlessCancelled() }
+            }
             // Ask the pool again.
             let reply = Reply()
             try await requests.send(Request(reply: reply))

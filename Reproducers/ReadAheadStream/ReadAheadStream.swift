@@ -49,7 +49,7 @@ struct ReadAheadStream: Reproducer {
                     ahead = Task { try await Futurelock.child("read-ahead") { try await Self.fetch(number, limiter) } }
                     // Hand out page n only once the read-ahead for n+1 has asked for its permit, as a
                     // pre-fetching stream does (and so every run interleaves the same way).
-                    while limiter.waitingCount == 0, limiter.availablePermits == 0 { await Task.yield() }
+                    while limiter.waitingCount == 0, limiter.availablePermits == 0 { try await Task.yieldUnlessCancelled() }
                 } else {
                     ahead = nil
                 }

@@ -37,7 +37,7 @@ struct ReserveSend: Reproducer {
                     })
                 }
                 group.addTask {
-                    while jobs.availableSlots > 0 { await Task.yield() }
+                    while jobs.availableSlots > 0 { try await Task.yieldUnlessCancelled() }
                     return .deadline
                 }
                 let first = try await group.next()

@@ -37,7 +37,7 @@ struct TaskGroupRace: Reproducer {
                 }
                 group.addTask {
                     // The timeout fires while the fetch holds the permit.
-                    while database.availablePermits > 0 { await Task.yield() }
+                    while database.availablePermits > 0 { try await Task.yieldUnlessCancelled() }
                     return .timedOut
                 }
                 let first = try await group.next()

@@ -41,7 +41,7 @@ struct WatchdogServiceTests {
         let group = ServiceGroup(services: [WatchdogService(watchdog)], logger: quiet)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
-            while watchdog.checksRun == 0 { await Task.yield() }
+            while watchdog.checksRun == 0, !Task.isCancelled { await Task.yield() }
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }

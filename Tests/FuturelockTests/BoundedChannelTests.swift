@@ -8,7 +8,7 @@ import Testing
 
 /// Polls `condition`, yielding between tries (callers carry a time limit).
 private func waitUntil(_ condition: () -> Bool) async {
-    while !condition() { await Task.yield() }
+    while !condition(), !Task.isCancelled { await Task.yield() }
 }
 
 private func checkInvariants<Element>(_ channel: BoundedChannel<Element>) {

@@ -57,10 +57,11 @@ final class Gate: Sendable {
     }
 }
 
-/// Polls `condition`, yielding between tries, until it holds. Tests that use it carry a time limit, so
-/// a condition that never holds fails the test instead of hanging it.
+/// Polls `condition`, yielding between tries, until it holds. Tests that use it carry a time limit;
+/// when the limit cancels the test, the loop stops, so a condition that never holds fails the test
+/// instead of hanging it.
 func eventually(_ condition: () -> Bool) async {
-    while !condition() { await Task.yield() }
+    while !condition(), !Task.isCancelled { await Task.yield() }
 }
 
 /// A value shared between test tasks under a lock (a class, so escaping closures can capture it).
