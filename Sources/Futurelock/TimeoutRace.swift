@@ -9,6 +9,22 @@ enum TimeoutRace {
         case timerCancelled
     }
 
+    /// The shape every `…(timeout:)` method shares: reject a negative timeout, take what is free
+    /// right now without starting a race, otherwise race the waiting form against the timer, and
+    /// record that the caller — not the race's child task that did the waiting — owns the result.
+    static func acquire<Holding: Sendable>(
+        resource: String, timeout: Duration,
+        immediately: () throws -> Holding?,
+        waiting: @escaping @Sendable () async throws -> Holding,
+        claim: (Holding) -> Void = { _ in }
+    ) async throws -> Holding {
+        guard timeout >= .zero else { throw FuturelockError.invalidTimeout(resource: resource, timeout: timeout) }
+        if let holding = try immediately() { return holding }
+        let holding = try await run(resource: resource, timeout: timeout, waiting)
+        claim(holding)
+        return holding
+    }
+
     static func run<Value: Sendable>(
         resource: String, timeout: Duration, _ operation: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {

@@ -193,11 +193,10 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
     ///   ``FuturelockError/channelClosed(channel:)``, or `CancellationError`.
     public func send(_ value: Element, timeout: Duration, fileID: StaticString = #fileID,
                      line: UInt = #line, function: StaticString = #function) async throws {
-        guard timeout >= .zero else { throw FuturelockError.invalidTimeout(resource: name, timeout: timeout) }
-        if try trySend(value, fileID: fileID, line: line, function: function) { return }
-        try await TimeoutRace.run(resource: name, timeout: timeout) {
-            try await self.send(value, fileID: fileID, line: line, function: function)
-        }
+        try await TimeoutRace.acquire(
+            resource: name, timeout: timeout,
+            immediately: { try trySend(value, fileID: fileID, line: line, function: function) ? () : nil },
+            waiting: { try await self.send(value, fileID: fileID, line: line, function: function) })
     }
 
     // MARK: - Reserving
@@ -257,13 +256,11 @@ public final class BoundedChannel<Element: Sendable>: Sendable {
     ///   ``FuturelockError/channelClosed(channel:)``, or `CancellationError`.
     public func reserve(timeout: Duration, fileID: StaticString = #fileID, line: UInt = #line,
                         function: StaticString = #function) async throws -> SendPermit<Element> {
-        guard timeout >= .zero else { throw FuturelockError.invalidTimeout(resource: name, timeout: timeout) }
-        if let permit = try tryReserve(fileID: fileID, line: line, function: function) { return permit }
-        let permit = try await TimeoutRace.run(resource: name, timeout: timeout) {
-            try await self.reserve(fileID: fileID, line: line, function: function)
-        }
-        permit.claim(fileID: fileID, line: line, function: function)
-        return permit
+        try await TimeoutRace.acquire(
+            resource: name, timeout: timeout,
+            immediately: { try tryReserve(fileID: fileID, line: line, function: function) },
+            waiting: { try await self.reserve(fileID: fileID, line: line, function: function) },
+            claim: { $0.claim(fileID: fileID, line: line, function: function) })
     }
 
     // MARK: - Receiving

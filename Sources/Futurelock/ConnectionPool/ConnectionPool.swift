@@ -248,13 +248,11 @@ public final class ConnectionPool<Connection: Sendable>: Sendable {
     ///   error, ``FuturelockError/poolShutdown(pool:)``, or `CancellationError`.
     public func checkout(timeout: Duration, fileID: StaticString = #fileID, line: UInt = #line,
                          function: StaticString = #function) async throws -> Lease {
-        guard timeout >= .zero else { throw FuturelockError.invalidTimeout(resource: name, timeout: timeout) }
-        if let lease = tryCheckout(fileID: fileID, line: line, function: function) { return lease }
-        let lease = try await TimeoutRace.run(resource: name, timeout: timeout) {
-            try await self.checkout(fileID: fileID, line: line, function: function)
-        }
-        lease.claim(fileID: fileID, line: line, function: function)
-        return lease
+        try await TimeoutRace.acquire(
+            resource: name, timeout: timeout,
+            immediately: { tryCheckout(fileID: fileID, line: line, function: function) },
+            waiting: { try await self.checkout(fileID: fileID, line: line, function: function) },
+            claim: { $0.claim(fileID: fileID, line: line, function: function) })
     }
 
     /// Runs `body` with a checked-out connection and returns it to the pool however `body` ends.

@@ -153,14 +153,11 @@ public final class PoolFrontend<Connection: Sendable>: Sendable {
     ///   negative timeout, or what ``checkout(fileID:line:function:)`` throws.
     public func checkout(timeout: Duration, fileID: StaticString = #fileID, line: UInt = #line,
                          function: StaticString = #function) async throws -> Lease {
-        guard timeout >= .zero else {
-            throw FuturelockError.invalidTimeout(resource: pool.name, timeout: timeout)
-        }
-        let lease = try await TimeoutRace.run(resource: pool.name, timeout: timeout) {
-            try await self.checkout(fileID: fileID, line: line, function: function)
-        }
-        lease.claim(fileID: fileID, line: line, function: function)
-        return lease
+        try await TimeoutRace.acquire(
+            resource: pool.name, timeout: timeout,
+            immediately: { nil },
+            waiting: { try await self.checkout(fileID: fileID, line: line, function: function) },
+            claim: { $0.claim(fileID: fileID, line: line, function: function) })
     }
 
     /// Closes the request channel, then shuts the pool down (see ``ConnectionPool/shutdown(fileID:line:function:)``).

@@ -140,14 +140,11 @@ public final class Semaphore: Sendable {
     ///   `CancellationError`.
     public func acquire(timeout: Duration, fileID: StaticString = #fileID, line: UInt = #line,
                         function: StaticString = #function) async throws -> Permit {
-        guard timeout >= .zero else { throw FuturelockError.invalidTimeout(resource: name, timeout: timeout) }
-        if let permit = tryAcquire(fileID: fileID, line: line, function: function) { return permit }
-        let permit = try await TimeoutRace.run(resource: name, timeout: timeout) {
-            try await self.acquire(fileID: fileID, line: line, function: function)
-        }
-        // The race's child task acquired it; the caller owns it now.
-        permit.claim(fileID: fileID, line: line, function: function)
-        return permit
+        try await TimeoutRace.acquire(
+            resource: name, timeout: timeout,
+            immediately: { tryAcquire(fileID: fileID, line: line, function: function) },
+            waiting: { try await self.acquire(fileID: fileID, line: line, function: function) },
+            claim: { $0.claim(fileID: fileID, line: line, function: function) })
     }
 
     /// Runs `body` while holding a permit, and releases it however `body` ends.
