@@ -12,24 +12,14 @@ import CLibdw
 
 /// The compile-unit address ranges of one module's DWARF, sorted for binary search.
 struct DwarfIndex {
-    private struct Entry {
-        var low: UInt64
-        var high: UInt64  // exclusive
-        var cuOffset: UInt64
-    }
-
-    /// Sorted by `low`.
-    private let entries: [Entry]
-    /// `maxHigh[i]` is the largest `high` among `entries[0...i]`; it bounds the backwards scan when ranges
-    /// overlap (which happens with identical-code folding or sloppy producers).
-    private let maxHigh: [UInt64]
+    private let index: AddressRangeIndex
 
     /// The number of address ranges indexed; for diagnostics and tests.
-    var rangeCount: Int { entries.count }
+    var rangeCount: Int { index.count }
 
     /// Walks every CU of `dwarf` and records the ranges it covers.
     init(dwarf: OpaquePointer) {
-        var collected: [Entry] = []
+        var collected: [AddressRangeIndex.Range] = []
         var offset: Dwarf_Off = 0
         var nextOffset: Dwarf_Off = 0
         var headerSize = 0
@@ -45,38 +35,16 @@ struct DwarfIndex {
             while cursor > 0 {
                 // Ranges of code the linker discarded start at 0 (or at a -1/-2 tombstone with lld).
                 if end > start, start != 0, start < UInt64.max - 1 {
-                    collected.append(Entry(low: start, high: end, cuOffset: dieOffset))
+                    collected.append(AddressRangeIndex.Range(low: start, high: end, offset: dieOffset))
                 }
                 cursor = dwarf_ranges(&cuDie, cursor, &base, &start, &end)
             }
         }
-        collected.sort { $0.low < $1.low }
-        var running: UInt64 = 0
-        maxHigh = collected.map { entry in
-            running = max(running, entry.high)
-            return running
-        }
-        entries = collected
+        index = AddressRangeIndex(collected)
     }
 
     /// The DIE offset of the CU whose ranges contain `address` (a DWARF address, i.e. bias removed).
     func compileUnitOffset(containing address: UInt64) -> UInt64? {
-        // First entry whose low is greater than address.
-        var lowerBound = 0
-        var upperBound = entries.count
-        while lowerBound < upperBound {
-            let middle = (lowerBound + upperBound) / 2
-            if entries[middle].low <= address {
-                lowerBound = middle + 1
-            } else {
-                upperBound = middle
-            }
-        }
-        var index = lowerBound - 1
-        while index >= 0, maxHigh[index] > address {
-            if entries[index].high > address { return entries[index].cuOffset }
-            index -= 1
-        }
-        return nil
+        index.offset(containing: address)
     }
 }

@@ -12,22 +12,14 @@ import CLibdw
 
 /// The code-bearing DW_TAG_subprogram DIEs of one compile unit, sorted by address.
 struct SubprogramIndex {
-    private struct Entry {
-        var low: UInt64
-        var high: UInt64  // exclusive
-        var dieOffset: UInt64
-    }
-
-    private let entries: [Entry]
-    /// Running maximum of `high`, bounding the backwards scan over nested or overlapping functions.
-    private let maxHigh: [UInt64]
+    private let index: AddressRangeIndex
 
     /// The number of function address ranges indexed; for diagnostics and tests.
-    var rangeCount: Int { entries.count }
+    var rangeCount: Int { index.count }
 
     /// Walks the whole DIE tree of the CU whose DIE is `cuDie`.
     init(cuDie: Dwarf_Die) {
-        var collected: [Entry] = []
+        var collected: [AddressRangeIndex.Range] = []
         var pending: [Dwarf_Die] = []
         var child = Dwarf_Die()
         var root = cuDie
@@ -44,7 +36,7 @@ struct SubprogramIndex {
                     descend = descend && !ranges.isEmpty
                     let offset = dwarf_dieoffset(&die)
                     for range in ranges {
-                        collected.append(Entry(low: range.low, high: range.high, dieOffset: offset))
+                        collected.append(AddressRangeIndex.Range(low: range.low, high: range.high, offset: offset))
                     }
                 }
                 if descend, dwarf_child(&die, &child) == 0 {
@@ -58,33 +50,12 @@ struct SubprogramIndex {
                 die = sibling
             }
         }
-        collected.sort { ($0.low, $1.high) < ($1.low, $0.high) }
-        var running: UInt64 = 0
-        maxHigh = collected.map { entry in
-            running = max(running, entry.high)
-            return running
-        }
-        entries = collected
+        index = AddressRangeIndex(collected)
     }
 
     /// The DIE offset of the innermost function whose code contains `address` (a DWARF address).
     func subprogramOffset(containing address: UInt64) -> UInt64? {
-        var lowerBound = 0
-        var upperBound = entries.count
-        while lowerBound < upperBound {
-            let middle = (lowerBound + upperBound) / 2
-            if entries[middle].low <= address {
-                lowerBound = middle + 1
-            } else {
-                upperBound = middle
-            }
-        }
-        var index = lowerBound - 1
-        while index >= 0, maxHigh[index] > address {
-            if entries[index].high > address { return entries[index].dieOffset }
-            index -= 1
-        }
-        return nil
+        index.offset(containing: address)
     }
 
     /// The scopes at `address` inside `subprogram` that name a function: the inlined subroutines,
