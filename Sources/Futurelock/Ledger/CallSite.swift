@@ -22,7 +22,7 @@ public struct CallSite: Hashable, Sendable, CustomStringConvertible, Codable {
 
 /// The allocation-free form of ``CallSite`` kept in live records.
 @usableFromInline
-struct StaticCallSite: Sendable {
+struct StaticCallSite: Sendable, BitwiseCopyable {
     @usableFromInline let fileID: StaticString
     @usableFromInline let line: UInt
     @usableFromInline let function: StaticString

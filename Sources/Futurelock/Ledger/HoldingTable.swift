@@ -7,113 +7,156 @@ import Synchronization
 /// and, once the slab has grown to the primitive's peak, no allocation. The slot number travels in the
 /// `Permit`/`Lease`/`SendPermit` object, which is what makes a release find its record directly.
 /// Each slot also keeps a serial so a snapshot can name a holding stably while it is outstanding.
+///
+/// Entries are trivially copyable (see ``OwnerStamp``), so a store is a plain memory write. The one
+/// reference that must outlive the acquire — the stamp's scope node — is retained here when a
+/// holding is recorded and released when it is cleared or moves to another node.
 @usableFromInline
 struct HoldingTable {
     @usableFromInline
-    struct Entry {
-        var stamp: OwnerStamp
+    struct Entry: BitwiseCopyable {
+        @usableFromInline var stamp: OwnerStamp
         /// The task that acquired it first; differs from `stamp.task` once ownership has moved.
-        var acquiredBy: TaskID
-        var serial: UInt64
+        @usableFromInline var acquiredBy: TaskID
+        @usableFromInline var serial: UInt64
+        /// Whether the slot holds a live record.
+        @usableFromInline var isLive: Bool
+
+        @inlinable
+        init(stamp: OwnerStamp, acquiredBy: TaskID, serial: UInt64, isLive: Bool) {
+            self.stamp = stamp
+            self.acquiredBy = acquiredBy
+            self.serial = serial
+            self.isLive = isLive
+        }
     }
 
-    /// The slab's memory. Not an `Array`: writing a record into `[Entry?]` cost about 150 ns per
-    /// acquire+release here (uniqueness checks and element copies through value witnesses on every
-    /// store), most of what the ledger added to an uncontended acquire. Raw storage owned by one
-    /// class instance, only ever touched under the primitive's lock, writes in place.
+    /// The slab's memory: entries, and a stack of free slot numbers. Not `Array`s: writing a record
+    /// into `[Entry?]` cost about 150 ns per acquire+release here (uniqueness checks and element
+    /// copies through value witnesses on every store). Raw storage owned by one class instance, only
+    /// ever touched under the primitive's lock, writes in place. The lock is also why the properties
+    /// opt out of dynamic exclusivity checks, which cost another 40–50 ns per acquire+release.
     @usableFromInline
     final class Storage {
-        var base: UnsafeMutablePointer<Entry?>
-        var capacity: Int
-        var used = 0
+        @usableFromInline @exclusivity(unchecked) var entries: UnsafeMutablePointer<Entry>
+        @usableFromInline @exclusivity(unchecked) var freeSlots: UnsafeMutablePointer<Int32>
+        @usableFromInline @exclusivity(unchecked) var capacity: Int
+        /// Slots ever handed out (the high-water mark); `entries[0..<used]` are initialised.
+        @usableFromInline @exclusivity(unchecked) var used = 0
+        @usableFromInline @exclusivity(unchecked) var freeCount = 0
 
         init() {
             capacity = 4
-            base = .allocate(capacity: capacity)
-            base.initialize(repeating: nil, count: capacity)
+            entries = .allocate(capacity: capacity)
+            freeSlots = .allocate(capacity: capacity)
         }
 
+        @usableFromInline @inline(never)
         func grow() {
             let newCapacity = capacity * 2
-            let newBase = UnsafeMutablePointer<Entry?>.allocate(capacity: newCapacity)
-            newBase.moveInitialize(from: base, count: capacity)
-            (newBase + capacity).initialize(repeating: nil, count: newCapacity - capacity)
-            base.deallocate()
-            base = newBase
+            let newEntries = UnsafeMutablePointer<Entry>.allocate(capacity: newCapacity)
+            newEntries.moveInitialize(from: entries, count: used)
+            entries.deallocate()
+            entries = newEntries
+            let newFree = UnsafeMutablePointer<Int32>.allocate(capacity: newCapacity)
+            newFree.moveInitialize(from: freeSlots, count: freeCount)
+            freeSlots.deallocate()
+            freeSlots = newFree
             capacity = newCapacity
         }
 
         deinit {
-            base.deinitialize(count: capacity)
-            base.deallocate()
+            // Balance the node retains of holdings still recorded (their owners were dropped
+            // without release only if the primitive itself is going away).
+            for index in 0..<used where entries[index].isLive {
+                entries[index].stamp.nodeReference?.release()
+            }
+            entries.deallocate()
+            freeSlots.deallocate()
         }
     }
 
-    private let storage = Storage()
-    private var free: [Int32] = []
-    private var serial: UInt64 = 0
-    private(set) var count = 0
+    @usableFromInline let storage = Storage()
+    @usableFromInline var serial: UInt64 = 0
+    @usableFromInline private(set) var count = 0
 
-    @usableFromInline
-    mutating func insert(_ stamp: consuming OwnerStamp) -> Int32 {
+    @inlinable
+    init() {}
+
+    @inlinable @inline(__always)
+    mutating func insert(_ stamp: OwnerStamp) -> Int32 {
         serial &+= 1
-        count += 1
+        count &+= 1
         let slot: Int32
-        if let reused = free.popLast() {
-            slot = reused
+        if storage.freeCount > 0 {
+            storage.freeCount &-= 1
+            slot = storage.freeSlots[storage.freeCount]
         } else {
             if storage.used == storage.capacity { storage.grow() }
-            slot = Int32(storage.used)
-            storage.used += 1
+            slot = Int32(truncatingIfNeeded: storage.used)
+            storage.used &+= 1
         }
-        let task = stamp.task
-        storage.base[Int(slot)] = Entry(stamp: stamp, acquiredBy: task, serial: serial)
+        _ = stamp.nodeReference?.retain()
+        (storage.entries + Int(slot)).initialize(
+            to: Entry(stamp: stamp, acquiredBy: stamp.task, serial: serial, isLive: true))
         return slot
     }
 
-    private func isLive(_ slot: Int32) -> Bool {
-        slot >= 0 && Int(slot) < storage.used && storage.base[Int(slot)] != nil
+    @inlinable @inline(__always)
+    func isLive(_ slot: Int32) -> Bool {
+        slot >= 0 && Int(slot) < storage.used && storage.entries[Int(slot)].isLive
     }
 
-    @discardableResult @usableFromInline
+    /// Clears `slot` and returns what it held (its node is no longer retained by the table: use the
+    /// returned entry's node only while the caller knows it is alive, or not at all).
+    @discardableResult @inlinable
     mutating func remove(_ slot: Int32) -> Entry? {
         guard isLive(slot) else { return nil }
-        let entry = storage.base[Int(slot)]
+        let entry = storage.entries[Int(slot)]
         discard(slot)
         return entry
     }
 
     /// The task that holds `slot` (without copying the entry).
     func holderTask(_ slot: Int32) -> TaskID? {
-        guard slot >= 0, Int(slot) < storage.used else { return nil }
-        return storage.base[Int(slot)]?.stamp.task
+        isLive(slot) ? storage.entries[Int(slot)].stamp.task : nil
     }
 
     /// Clears `slot` without handing the entry back.
+    @inlinable @inline(__always)
     mutating func discard(_ slot: Int32) {
         guard isLive(slot) else { return }
-        storage.base[Int(slot)] = nil
-        free.append(slot)
-        count -= 1
+        let index = Int(slot)
+        storage.entries[index].isLive = false
+        storage.entries[index].stamp.nodeReference?.release()
+        storage.entries[index].stamp.nodeReference = nil
+        storage.freeSlots[storage.freeCount] = slot
+        storage.freeCount &+= 1
+        count &-= 1
     }
 
     subscript(slot: Int32) -> Entry? {
-        guard slot >= 0, Int(slot) < storage.used else { return nil }
-        return storage.base[Int(slot)]
+        isLive(slot) ? storage.entries[Int(slot)] : nil
     }
 
     /// Records that `task` (running in `node`) now owns the holding; returns the previous owner when
     /// it changed.
     mutating func transfer(_ slot: Int32, to task: TaskID, node: ScopeNode?) -> TaskID? {
-        guard isLive(slot), let previous = storage.base[Int(slot)]?.stamp.task, previous != task else { return nil }
-        storage.base[Int(slot)]!.stamp.task = task
-        storage.base[Int(slot)]!.stamp.node = node
+        guard isLive(slot) else { return nil }
+        let index = Int(slot)
+        let previous = storage.entries[index].stamp.task
+        guard previous != task else { return nil }
+        let newNode = node.map { Unmanaged.passRetained($0) }
+        storage.entries[index].stamp.nodeReference?.release()
+        storage.entries[index].stamp.task = task
+        storage.entries[index].stamp.nodeReference = newNode
         return previous
     }
 
+    /// Visits every live holding. The entries' nodes are retained by the table for the duration.
     func forEach(_ body: (Entry) -> Void) {
-        for index in 0..<storage.used {
-            if let entry = storage.base[index] { body(entry) }
+        for index in 0..<storage.used where storage.entries[index].isLive {
+            body(storage.entries[index])
         }
     }
 }

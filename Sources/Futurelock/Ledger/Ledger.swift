@@ -51,6 +51,8 @@ public final class Ledger: Sendable {
     public let configuration: Configuration
 
     @usableFromInline let isEnabled: Bool
+    @usableFromInline let backtraceEvery: Int
+    @usableFromInline let context = TaskContextReader()
     private let backtraceCounter = Atomic<Int>(0)
     private let resourceSerial = Atomic<UInt64>(0)
     private let eventSerial = Atomic<UInt64>(0)
@@ -64,6 +66,7 @@ public final class Ledger: Sendable {
                 logger: Logger = Logger(label: "futurelock.ledger")) {
         self.configuration = configuration
         self.isEnabled = configuration.isEnabled
+        self.backtraceEvery = configuration.backtraceEvery
         self.logger = logger
     }
 
@@ -73,15 +76,14 @@ public final class Ledger: Sendable {
     func stamp(fileID: StaticString, line: UInt, function: StaticString) -> OwnerStamp? {
         guard isEnabled else { return nil }
         return OwnerStamp(
-            task: .current, node: Futurelock.currentNode,
+            task: context.task, node: context.node,
             site: StaticCallSite(fileID: fileID, line: line, function: function),
-            time: .coarseNow, backtrace: captureBacktraceIfDue())
+            time: .coarseNow, backtrace: backtraceEvery == 0 ? nil : captureBacktraceIfDue())
     }
 
-    @usableFromInline
-    func captureBacktraceIfDue() -> CapturedBacktrace? {
-        let every = configuration.backtraceEvery
-        guard every > 0 else { return nil }
+    @usableFromInline @inline(never)
+    func captureBacktraceIfDue() -> Unmanaged<CapturedBacktrace>? {
+        let every = backtraceEvery
         if every > 1, backtraceCounter.wrappingAdd(1, ordering: .relaxed).oldValue % every != 0 { return nil }
         return BacktraceCapture.capture(skipping: 3)
     }

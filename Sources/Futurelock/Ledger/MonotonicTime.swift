@@ -10,7 +10,7 @@ import Darwin
 /// *coarse* monotonic clock: a vDSO read of a value the kernel updates each tick (1–4 ms), a few
 /// nanoseconds and no system call. Ages of holdings and waits are measured in hundreds of
 /// milliseconds to minutes, where a tick of error does not matter. Snapshots use the precise clock.
-public struct MonotonicInstant: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
+public struct MonotonicInstant: Hashable, Comparable, Sendable, BitwiseCopyable, CustomStringConvertible, Codable {
     /// Nanoseconds since the clock's origin.
     public var nanoseconds: UInt64
 
