@@ -12,9 +12,13 @@
 // Method. Every scenario runs all its variants once per repetition, in an order rotated each
 // repetition so slow drifts of a noisy machine hit every variant alike; the first repetition is a
 // warm-up and is discarded. Figures are medians with the min..max of the measured repetitions.
-// Ratios are computed from the medians ("cost on/off" = time per operation with the ledger on divided
-// by the same with the ledger off; > 1 means the ledger costs something), and, as a noise check, also
-// as the median of the per-repetition ratios (the variants of one repetition run back to back).
+// The two uncontended semaphore scenarios, where one operation takes 60–150 ns, use many short
+// repetitions (201 of 20,000 operations) instead of a few long ones: this machine's noise comes in
+// bursts of a second or more, and short back-to-back pairs land inside the same burst.
+// "Cost on/off" is the time per operation with the ledger on divided by the same with it off (> 1
+// means the ledger costs something). The verdict uses the median of the per-repetition ratios — the
+// two variants of one repetition run back to back, so a burst slows both — and the ratio of the
+// medians and of the minimums are printed beside it as a check.
 // Everything runs off the main actor, on the global concurrent executor.
 
 import AsyncAlgorithms
@@ -81,6 +85,8 @@ struct Scenario: Sendable {
     var title: String
     var metric: Metric
     var variants: [Variant]
+    /// Measured repetitions, when the scenario needs another count than the run's default.
+    var reps: Int? = nil
 }
 
 struct Result: Sendable {
@@ -146,7 +152,9 @@ func padLeft(_ s: String, _ width: Int) -> String {
 struct Config: Sendable {
     var quick: Bool
     var reps: Int
+    /// Operations per repetition, and repetitions, of the uncontended semaphore scenarios.
     var semaphoreOps: Int
+    var semaphoreReps: Int
     var channelUncontendedOps: Int
     var cap1Messages: Int
     var cap1024Messages: Int
@@ -158,11 +166,13 @@ struct Config: Sendable {
 
     static func make(quick: Bool, reps: Int?) -> Config {
         if quick {
-            return Config(quick: true, reps: reps ?? 3, semaphoreOps: 100_000, channelUncontendedOps: 100_000,
+            return Config(quick: true, reps: reps ?? 3, semaphoreOps: 5_000, semaphoreReps: 41,
+                          channelUncontendedOps: 100_000,
                           cap1Messages: 20_000, cap1024Messages: 40_000, asyncChannelMessages: 5_000,
                           contendedRoundsPerTask: 200)
         }
-        return Config(quick: false, reps: reps ?? 7, semaphoreOps: 2_000_000, channelUncontendedOps: 1_000_000,
+        return Config(quick: false, reps: reps ?? 7, semaphoreOps: 20_000, semaphoreReps: 201,
+                          channelUncontendedOps: 1_000_000,
                       cap1Messages: 200_000, cap1024Messages: 500_000, asyncChannelMessages: 50_000,
                       contendedRoundsPerTask: 2_000)
     }
@@ -360,12 +370,12 @@ enum Suite {
             key: "sem-uncontended", title: "1. Semaphore acquire()+release(), uncontended", metric: .nsPerOp,
             variants: [LedgerMode.on, .off].map { mode in
                 Variant(name: mode.rawValue) { try await FuturelockBench.semaphoreUncontended(mode, ops: semOps) }
-            }))
+            }, reps: config.semaphoreReps))
         scenarios.append(Scenario(
             key: "sem-try", title: "1b. Semaphore tryAcquire()+release() (sync path)", metric: .nsPerOp,
             variants: [LedgerMode.on, .off].map { mode in
                 Variant(name: mode.rawValue) { try FuturelockBench.semaphoreTryAcquire(mode, ops: semOps) }
-            }))
+            }, reps: config.semaphoreReps))
 
         let shapes: [(key: String, title: String, capacity: Int, producers: Int, messages: Int)] = [
             ("cap1-1p", "2a. send+receive, capacity 1, 1 producer -> 1 consumer", 1, 1, config.cap1Messages),
@@ -428,7 +438,7 @@ enum Suite {
         for scenario in scenarios(config)
         where config.only.isEmpty || config.only.contains(where: { scenario.key.hasPrefix($0) }) {
             var values = Array(repeating: [Double](), count: scenario.variants.count)
-            for rep in 0...config.reps {
+            for rep in 0...(scenario.reps ?? config.reps) {
                 for step in 0..<scenario.variants.count {
                     let index = (step + rep) % scenario.variants.count
                     let sample = try await scenario.variants[index].run()
@@ -458,18 +468,20 @@ enum Suite {
 
         print("")
         print("Ledger cost: time/op with ledger on ÷ time/op with ledger off  (target ≤ 1.30, aim ≤ 1.10)")
-        print("    " + pad("scenario", 46) + padLeft("of medians", 11) + padLeft("per-rep med", 13) + "   verdict")
+        print("    " + pad("scenario", 46) + padLeft("per-rep med", 12) + padLeft("of medians", 11)
+              + padLeft("of bests", 10) + "   verdict (per-rep median)")
         var missed: [String] = []
         for r in results where r.series(on) != nil && r.series(off) != nil {
             let metric = r.scenario.metric
-            let onSeries = r.series(on)!, offSeries = r.series(off)!
-            let ratio = metric.cost(Stats.median(onSeries)) / metric.cost(Stats.median(offSeries))
-            let paired = Stats.median(zip(onSeries, offSeries).map { metric.cost($0) / metric.cost($1) })
-            let verdict = ratio <= 1.10 ? "met (within aim)" : ratio <= 1.30 ? "met" : "MISSED"
-            if ratio > 1.30 { missed.append(r.scenario.title) }
+            let onCosts = r.series(on)!.map(metric.cost), offCosts = r.series(off)!.map(metric.cost)
+            let ofMedians = Stats.median(onCosts) / Stats.median(offCosts)
+            let ofBests = (onCosts.min() ?? .nan) / (offCosts.min() ?? .nan)
+            let paired = Stats.median(zip(onCosts, offCosts).map { $0 / $1 })
+            let verdict = paired <= 1.10 ? "met (within aim)" : paired <= 1.30 ? "met" : "MISSED"
+            if paired > 1.30 { missed.append(r.scenario.title) }
             print("    " + pad(r.scenario.title.prefix(46).description, 46)
-                  + padLeft(String(format: "%.2fx", ratio), 11) + padLeft(String(format: "%.2fx", paired), 13)
-                  + "   " + verdict)
+                  + padLeft(String(format: "%.2fx", paired), 12) + padLeft(String(format: "%.2fx", ofMedians), 11)
+                  + padLeft(String(format: "%.2fx", ofBests), 10) + "   " + verdict)
         }
 
         print("")

@@ -18,17 +18,18 @@ struct HoldingTable {
         @usableFromInline var stamp: OwnerStamp
         /// The task that acquired it first; differs from `stamp.task` once ownership has moved.
         @usableFromInline var acquiredBy: TaskID
+        /// The holding's serial within this table (from 1); 0 marks a free slot.
         @usableFromInline var serial: UInt64
-        /// Whether the slot holds a live record.
-        @usableFromInline var isLive: Bool
 
         @inlinable
-        init(stamp: OwnerStamp, acquiredBy: TaskID, serial: UInt64, isLive: Bool) {
+        init(stamp: OwnerStamp, acquiredBy: TaskID, serial: UInt64) {
             self.stamp = stamp
             self.acquiredBy = acquiredBy
             self.serial = serial
-            self.isLive = isLive
         }
+
+        /// Whether the slot holds a live record.
+        @inlinable var isLive: Bool { serial != 0 }
     }
 
     /// The slab's memory: entries, and a stack of free slot numbers. Not `Array`s: writing a record
@@ -98,7 +99,7 @@ struct HoldingTable {
         }
         _ = stamp.nodeReference?.retain()
         (storage.entries + Int(slot)).initialize(
-            to: Entry(stamp: stamp, acquiredBy: stamp.task, serial: serial, isLive: true))
+            to: Entry(stamp: stamp, acquiredBy: stamp.task, serial: serial))
         return slot
     }
 
@@ -127,7 +128,7 @@ struct HoldingTable {
     mutating func discard(_ slot: Int32) {
         guard isLive(slot) else { return }
         let index = Int(slot)
-        storage.entries[index].isLive = false
+        storage.entries[index].serial = 0
         storage.entries[index].stamp.nodeReference?.release()
         storage.entries[index].stamp.nodeReference = nil
         storage.freeSlots[storage.freeCount] = slot

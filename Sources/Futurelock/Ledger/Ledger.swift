@@ -53,6 +53,7 @@ public final class Ledger: Sendable {
     @usableFromInline let isEnabled: Bool
     @usableFromInline let backtraceEvery: Int
     @usableFromInline let context = TaskContextReader()
+    @usableFromInline let clock = CoarseClock()
     private let backtraceCounter = Atomic<Int>(0)
     private let resourceSerial = Atomic<UInt64>(0)
     private let eventSerial = Atomic<UInt64>(0)
@@ -78,7 +79,7 @@ public final class Ledger: Sendable {
         return OwnerStamp(
             task: context.task, node: context.node,
             site: StaticCallSite(fileID: fileID, line: line, function: function),
-            time: .coarseNow, backtrace: backtraceEvery == 0 ? nil : captureBacktraceIfDue())
+            time: clock.now, backtrace: backtraceEvery == 0 ? nil : captureBacktraceIfDue())
     }
 
     @usableFromInline @inline(never)

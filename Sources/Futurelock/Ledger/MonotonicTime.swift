@@ -83,3 +83,66 @@ extension Duration {
         return Double(seconds) + Double(attoseconds) / 1e18
     }
 }
+
+/// The coarse monotonic clock, read through the kernel's vDSO entry point directly.
+///
+/// glibc's `clock_gettime` is a wrapper that checks which implementation to call and then calls the
+/// vDSO function; calling the vDSO function ourselves takes 6–8 ns instead of 11 ns here, and every
+/// acquire with the ledger on reads this clock once. The pointer is looked up once per ledger (the
+/// vDSO is mapped into every Linux process); where it cannot be found, `clock_gettime` is used.
+@usableFromInline
+struct CoarseClock: @unchecked Sendable {
+    // Immutable after init: a C function pointer into the vDSO, which lives as long as the process.
+    @usableFromInline typealias ClockFunction = @convention(c) (clockid_t, UnsafeMutablePointer<timespec>?) -> Int32
+    @usableFromInline let vdsoClockGettime: ClockFunction?
+
+    init() {
+        vdsoClockGettime = Self.lookUp()
+    }
+
+    private static func lookUp() -> ClockFunction? {
+        #if os(Linux)
+        #if arch(x86_64)
+        let names = ["__vdso_clock_gettime", "__kernel_clock_gettime"]
+        #else
+        let names = ["__kernel_clock_gettime", "__vdso_clock_gettime"]
+        #endif
+        for library in ["linux-vdso.so.1", "linux-vdso64.so.1", "linux-gate.so.1"] {
+            guard let handle = dlopen(library, RTLD_LAZY | RTLD_NOLOAD) else { continue }
+            for name in names {
+                if let symbol = dlsym(handle, name) {
+                    let function = unsafeBitCast(symbol, to: ClockFunction.self)
+                    // Trust it only if it agrees with the C library's clock.
+                    var spec = timespec()
+                    guard function(CLOCK_MONOTONIC_COARSE, &spec) == 0 else { continue }
+                    let viaVDSO = MonotonicInstant(timespec: spec)
+                    let viaLibc = MonotonicInstant.coarseNow
+                    if viaLibc.nanoseconds &- viaVDSO.nanoseconds < 1_000_000_000 { return function }
+                }
+            }
+        }
+        #endif
+        return nil
+    }
+
+    /// `MonotonicInstant.coarseNow`, without the C library's wrapper.
+    @inlinable @inline(__always)
+    var now: MonotonicInstant {
+        #if os(Linux)
+        if let vdsoClockGettime {
+            var spec = timespec()
+            _ = vdsoClockGettime(CLOCK_MONOTONIC_COARSE, &spec)
+            return MonotonicInstant(timespec: spec)
+        }
+        #endif
+        return .coarseNow
+    }
+}
+
+extension MonotonicInstant {
+    @inlinable @inline(__always)
+    init(timespec spec: timespec) {
+        self.init(nanoseconds: UInt64(truncatingIfNeeded: spec.tv_sec) &* 1_000_000_000
+                  &+ UInt64(truncatingIfNeeded: spec.tv_nsec))
+    }
+}

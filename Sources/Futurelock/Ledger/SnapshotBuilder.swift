@@ -11,16 +11,14 @@ struct SnapshotBuilder {
 
     private struct SiteKey: Hashable {
         var file: UInt
-        var line: UInt
+        var line: UInt32
         var function: UInt
+        var counts: UInt64
     }
 
     private mutating func callSite(_ site: StaticCallSite) -> CallSite {
-        guard site.fileID.hasPointerRepresentation, site.function.hasPointerRepresentation else {
-            return site.callSite
-        }
-        let key = SiteKey(file: UInt(bitPattern: site.fileID.utf8Start), line: site.line,
-                          function: UInt(bitPattern: site.function.utf8Start))
+        let key = SiteKey(file: site.fileStart, line: site.line, function: site.functionStart,
+                          counts: UInt64(site.fileCount) << 32 | UInt64(site.functionCount))
         if let known = sites[key] { return known }
         let converted = site.callSite
         sites[key] = converted
