@@ -79,7 +79,8 @@ struct HoldingTable {
 
     @usableFromInline let storage = Storage()
     @usableFromInline var serial: UInt64 = 0
-    @usableFromInline private(set) var count = 0
+    /// Live holdings.
+    @inlinable var count: Int { storage.used - storage.freeCount }
 
     @inlinable
     init() {}
@@ -87,7 +88,6 @@ struct HoldingTable {
     @inlinable @inline(__always)
     mutating func insert(_ stamp: OwnerStamp) -> Int32 {
         serial &+= 1
-        count &+= 1
         let slot: Int32
         if storage.freeCount > 0 {
             storage.freeCount &-= 1
@@ -129,11 +129,10 @@ struct HoldingTable {
         guard isLive(slot) else { return }
         let index = Int(slot)
         storage.entries[index].serial = 0
+        // The dead entry keeps its stale node pointer; nothing reads a slot whose serial is 0.
         storage.entries[index].stamp.nodeReference?.release()
-        storage.entries[index].stamp.nodeReference = nil
         storage.freeSlots[storage.freeCount] = slot
         storage.freeCount &+= 1
-        count &-= 1
     }
 
     subscript(slot: Int32) -> Entry? {
