@@ -6,13 +6,13 @@
 //   swift run -c release futurelock-bench --quick    reduced counts, for a CI smoke run
 //   swift run -c release futurelock-bench scale [--waiters N] [--quick]
 //   extra flags: --reps N (measured repetitions; one unmeasured warm-up repetition is always added),
-//                --only KEY-PREFIX (repeatable; keys: sem-uncontended, sem-try, cap1-1p, cap1024-1p,
-//                cap1024-16p, chan-uncontended, sem-contended)
+//                --only KEY-PREFIX (repeatable; keys: sem-uncontended, sem-try, sem-scoped, cap1-1p,
+//                cap1024-1p, cap1024-16p, chan-uncontended, sem-contended)
 //
 // Method. Every scenario runs all its variants once per repetition, in an order rotated each
 // repetition so slow drifts of a noisy machine hit every variant alike; the first repetition is a
 // warm-up and is discarded. Figures are medians with the min..max of the measured repetitions.
-// The two uncontended semaphore scenarios, where one operation takes 60–150 ns, use many short
+// The three uncontended semaphore scenarios, where one operation takes 60–150 ns, use many short
 // repetitions (201 of 20,000 operations) instead of a few long ones: this machine's noise comes in
 // bursts of a second or more, and short back-to-back pairs land inside the same burst.
 // "Cost on/off" is the time per operation with the ledger on divided by the same with it off (> 1
@@ -23,7 +23,7 @@
 
 import AsyncAlgorithms
 import Foundation
-import Futurelock
+@_spi(Benchmarks) import Futurelock
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -87,6 +87,10 @@ struct Scenario: Sendable {
     var variants: [Variant]
     /// Measured repetitions, when the scenario needs another count than the run's default.
     var reps: Int? = nil
+    /// Whether the 1.3× ledger-cost line is one of DESIGN.md §5's targets for this scenario. The
+    /// extra scenarios (the synchronous `tryAcquire` path, and `acquire` inside a scope) are judged
+    /// against the same line and reported, but listed apart.
+    var isTarget = true
 }
 
 struct Result: Sendable {
@@ -189,6 +193,12 @@ enum LedgerMode: String, Sendable {
 }
 
 enum FuturelockBench {
+    /// Scenario 1c: the same loop inside a `Futurelock.scope`, so every holding names a scope node
+    /// (which the holding record retains and its release releases).
+    static func semaphoreScoped(_ mode: LedgerMode, ops: Int) async throws -> Sample {
+        try await Futurelock.scope("bench-scope") { try await semaphoreUncontended(mode, ops: ops) }
+    }
+
     static func semaphoreUncontended(_ mode: LedgerMode, ops: Int) async throws -> Sample {
         let semaphore = try Semaphore(name: "bench-uncontended", permits: 1, ledger: mode.make())
         let start = nowNanoseconds()
@@ -375,7 +385,13 @@ enum Suite {
             key: "sem-try", title: "1b. Semaphore tryAcquire()+release() (sync path)", metric: .nsPerOp,
             variants: [LedgerMode.on, .off].map { mode in
                 Variant(name: mode.rawValue) { try FuturelockBench.semaphoreTryAcquire(mode, ops: semOps) }
-            }, reps: config.semaphoreReps))
+            }, reps: config.semaphoreReps, isTarget: false))
+
+        scenarios.append(Scenario(
+            key: "sem-scoped", title: "1c. acquire()+release() inside a Futurelock.scope", metric: .nsPerOp,
+            variants: [LedgerMode.on, .off].map { mode in
+                Variant(name: mode.rawValue) { try await FuturelockBench.semaphoreScoped(mode, ops: semOps) }
+            }, reps: config.semaphoreReps, isTarget: false))
 
         let shapes: [(key: String, title: String, capacity: Int, producers: Int, messages: Int)] = [
             ("cap1-1p", "2a. send+receive, capacity 1, 1 producer -> 1 consumer", 1, 1, config.cap1Messages),
@@ -471,14 +487,21 @@ enum Suite {
         print("    " + pad("scenario", 46) + padLeft("per-rep med", 12) + padLeft("of medians", 11)
               + padLeft("of bests", 10) + "   verdict (per-rep median)")
         var missed: [String] = []
+        var extraOver: [String] = []
         for r in results where r.series(on) != nil && r.series(off) != nil {
             let metric = r.scenario.metric
             let onCosts = r.series(on)!.map(metric.cost), offCosts = r.series(off)!.map(metric.cost)
             let ofMedians = Stats.median(onCosts) / Stats.median(offCosts)
             let ofBests = (onCosts.min() ?? .nan) / (offCosts.min() ?? .nan)
             let paired = Stats.median(zip(onCosts, offCosts).map { $0 / $1 })
-            let verdict = paired <= 1.10 ? "met (within aim)" : paired <= 1.30 ? "met" : "MISSED"
-            if paired > 1.30 { missed.append(r.scenario.title) }
+            let verdict: String
+            if r.scenario.isTarget {
+                verdict = paired <= 1.10 ? "met (within aim)" : paired <= 1.30 ? "met" : "MISSED"
+                if paired > 1.30 { missed.append(r.scenario.title) }
+            } else {
+                verdict = (paired <= 1.30 ? "within 1.30" : "OVER 1.30") + " (extra scenario, not a §5 target)"
+                if paired > 1.30 { extraOver.append(r.scenario.title + String(format: ": %.2fx", paired)) }
+            }
             print("    " + pad(r.scenario.title.prefix(46).description, 46)
                   + padLeft(String(format: "%.2fx", paired), 12) + padLeft(String(format: "%.2fx", ofMedians), 11)
                   + padLeft(String(format: "%.2fx", ofBests), 10) + "   " + verdict)
@@ -512,6 +535,10 @@ enum Suite {
         } else {
             print("Targets MISSED in this run (\(missed.count)):")
             for m in missed { print("    - \(m)") }
+        }
+        if !extraOver.isEmpty {
+            print("Extra scenarios over the 1.30 line (\(extraOver.count)):")
+            for m in extraOver { print("    - \(m)") }
         }
     }
 }
@@ -646,8 +673,9 @@ struct Arguments {
     }
 }
 
-/// What one ledger-on acquire+release is made of: each piece the stamp reads, timed alone, beside the
-/// whole operation with the ledger on and off. It shows the floor under the ledger's overhead.
+/// What one ledger-on acquire+release is made of: each read the stamp makes, timed alone the way the
+/// ledger makes it (and the public, slower way beside it), next to the whole operation with the
+/// ledger on and off.
 enum LedgerPieces {
     @inline(never) static func sink<T>(_ value: T) { withExtendedLifetime(value) {} }
 
@@ -659,20 +687,34 @@ enum LedgerPieces {
 
     static func run() {
         let operations = 2_000_000
-        print("futurelock-bench pieces: ns per call, \(operations) calls, 3 rounds")
-        for round in 1...3 {
+        let ledger = Ledger()
+        print("futurelock-bench pieces: ns per call, \(operations) calls, 5 rounds (best round last)")
+        print("  vDSO clock entry point found: \(LedgerProbes.usesVDSOClock(ledger))")
+        var rows: [[Double]] = []
+        for _ in 1...5 {
             var accumulator: UInt64 = 0
-            let taskID = time(operations) { for _ in 0..<operations { accumulator &+= TaskID.current.rawValue } }
-            let node = time(operations) { for _ in 0..<operations { sink(Futurelock.currentNode) } }
-            let clock = time(operations) { for _ in 0..<operations { accumulator &+= MonotonicInstant.coarseNow.nanoseconds } }
+            var bound = 0
+            let taskID = time(operations) { for _ in 0..<operations { accumulator &+= LedgerProbes.taskID(ledger) } }
+            let publicTaskID = time(operations) { for _ in 0..<operations { accumulator &+= TaskID.current.rawValue } }
+            let node = time(operations) { for _ in 0..<operations { if LedgerProbes.hasNode(ledger) { bound &+= 1 } } }
+            let publicNode = time(operations) { for _ in 0..<operations { sink(Futurelock.currentNode) } }
+            let clock = time(operations) { for _ in 0..<operations { accumulator &+= LedgerProbes.coarseNanoseconds(ledger) } }
+            let publicClock = time(operations) { for _ in 0..<operations { accumulator &+= MonotonicInstant.coarseNow.nanoseconds } }
             let on = try! Semaphore(name: "pieces-on", permits: 1, ledger: Ledger())
             let off = try! Semaphore(name: "pieces-off", permits: 1, ledger: .disabled)
             let withLedger = time(operations) { for _ in 0..<operations { on.tryAcquire()!.release() } }
             let withoutLedger = time(operations) { for _ in 0..<operations { off.tryAcquire()!.release() } }
-            func f(_ value: Double) -> String { String(Int(value.rounded())) }
-            print("  round \(round): TaskID.current \(f(taskID))  Futurelock.currentNode \(f(node))  coarse clock \(f(clock))  | tryAcquire+release ledger on \(f(withLedger)), off \(f(withoutLedger))  (\(accumulator & 1))")
+            sink(accumulator &+ UInt64(bound))
+            rows.append([taskID, publicTaskID, node, publicNode, clock, publicClock, withLedger, withoutLedger])
         }
-        print("  an acquire reads the task id, the task-local node and the clock; a release reads the task id again")
+        func f(_ value: Double) -> String { String(format: "%5.1f", value) }
+        print("  " + ["task id", "(TaskID.current)", "node", "(currentNode)", "clock", "(coarseNow)",
+                      "on", "off"].map { pad($0, 9) }.joined(separator: " "))
+        for row in rows.sorted(by: { $0[6] > $1[6] }) {
+            print("  " + row.map { pad(f($0), 9) }.joined(separator: " "))
+        }
+        print("  an acquire makes the three reads in the first, third and fifth columns; a release none")
+        print("  (unless event history is on). The parenthesised columns are the public APIs, for comparison.")
     }
 }
 
