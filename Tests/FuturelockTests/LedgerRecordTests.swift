@@ -71,31 +71,33 @@ struct LedgerRecordTests {
         #expect(semaphore.availablePermits == 1)
     }
 
+    /// Takes `count` permits, all from the same line, with backtraces captured every `every`th time.
+    private func holdAll(_ count: Int, backtraceEvery every: Int) throws -> (Ledger, [Permit]) {
+        let ledger = Ledger(configuration: .init(backtraceEvery: every))
+        let semaphore = try Semaphore(name: "s", permits: count, ledger: ledger)
+        var permits: [Permit] = []
+        for _ in 0..<count { permits.append(try #require(semaphore.tryAcquire())) }
+        return (ledger, permits)
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func backtraces_areCapturedOnRequestAndInterned() async throws {
-        let ledger = Ledger(configuration: .init(backtraceEvery: 1))
-        let semaphore = try Semaphore(name: "s", permits: 2, ledger: ledger)
-        var permits: [Permit] = []
-        for _ in 0..<2 { permits.append(try #require(semaphore.tryAcquire())) }
-        let holdings = ledger.snapshot().holdings
-        #expect(holdings.count == 2)
-        let traces = holdings.compactMap(\.backtrace)
-        #expect(traces.count == 2 && traces.allSatisfy { !$0.isEmpty })
+        let (ledger, permits) = try holdAll(2, backtraceEvery: 1)
+        defer { for permit in permits { permit.release() } }
+        let traces = ledger.snapshot().holdings.compactMap(\.backtrace)
+        try #require(traces.count == 2)
+        #expect(traces.allSatisfy { !$0.isEmpty })
         // Both came from the same line of the same loop: one interned object serves both.
         #expect(traces[0] == traces[1])
         let interned = BacktraceCapture.intern(traces[0])
         #expect(interned?.takeUnretainedValue() === BacktraceCapture.intern(traces[0])?.takeUnretainedValue())
-        for permit in permits { permit.release() }
     }
 
     @Test(.timeLimit(.minutes(1)))
     func backtraces_everyNth() async throws {
-        let ledger = Ledger(configuration: .init(backtraceEvery: 3))
-        let semaphore = try Semaphore(name: "s", permits: 6, ledger: ledger)
-        var permits: [Permit] = []
-        for _ in 0..<6 { permits.append(try #require(semaphore.tryAcquire())) }
+        let (ledger, permits) = try holdAll(6, backtraceEvery: 3)
+        defer { for permit in permits { permit.release() } }
         #expect(ledger.snapshot().holdings.filter { $0.backtrace != nil }.count == 2)
-        for permit in permits { permit.release() }
     }
 
     @Test(.timeLimit(.minutes(1)))
