@@ -27,7 +27,7 @@ public struct CallSite: Hashable, Sendable, CustomStringConvertible, Codable {
 /// what is kept; a `StaticString` holding a single Unicode scalar instead of a pointer (possible
 /// when a caller passes a one-character literal) keeps the scalar and a marker.
 @usableFromInline
-struct StaticCallSite: Sendable, BitwiseCopyable {
+struct StaticCallSite: Hashable, Sendable, BitwiseCopyable {
     /// UTF-8 of the file id, or the scalar's value when `fileCount == scalarMarker`.
     @usableFromInline let fileStart: UInt
     /// UTF-8 of the function, or the scalar's value when `functionCount == scalarMarker`.

@@ -54,12 +54,19 @@ public struct TaskID: Hashable, Comparable, Sendable, BitwiseCopyable, CustomStr
 
     /// The id of the task this code runs in, or `.none` outside a task.
     @inline(__always)
-    public static var current: TaskID {
-        if let currentTaskFunction {
-            guard let task = currentTaskFunction() else { return .none }
-            return TaskID(rawValue: _futurelockJobTaskID(task))
-        }
-        return withUnsafeCurrentTask { task in
+    public static var current: TaskID { current(via: currentTaskFunction) }
+
+    /// The running task's id, through `getCurrent` (`swift_task_getCurrent`) when it was found.
+    @inlinable @inline(__always)
+    static func current(via getCurrent: CurrentTaskFunction?) -> TaskID {
+        guard let getCurrent else { return currentThroughStandardLibrary() }
+        guard let task = getCurrent() else { return .none }
+        return TaskID(rawValue: _futurelockJobTaskID(task))
+    }
+
+    @usableFromInline
+    static func currentThroughStandardLibrary() -> TaskID {
+        withUnsafeCurrentTask { task in
             guard let task else { return .none }
             return TaskID(rawValue: _futurelockJobTaskID(unsafeBitCast(task, to: OpaquePointer.self)))
         }
@@ -99,11 +106,7 @@ struct TaskContextReader: @unchecked Sendable {
 
     /// The running task's id, as `TaskID.current`.
     @inlinable @inline(__always)
-    var task: TaskID {
-        guard let currentTask else { return .current }
-        guard let task = currentTask() else { return .none }
-        return TaskID(rawValue: _futurelockJobTaskID(task))
-    }
+    var task: TaskID { TaskID.current(via: currentTask) }
 
     /// `Futurelock.currentNode`, unretained: the binding that holds it outlives the caller's use.
     @inlinable @inline(__always)

@@ -118,11 +118,6 @@ struct HoldingTable {
         return entry
     }
 
-    /// The task that holds `slot` (without copying the entry).
-    func holderTask(_ slot: Int32) -> TaskID? {
-        isLive(slot) ? storage.entries[Int(slot)].stamp.task : nil
-    }
-
     /// Clears `slot` without handing the entry back.
     @inlinable @inline(__always)
     mutating func discard(_ slot: Int32) {

@@ -35,7 +35,7 @@ public struct MonotonicInstant: Hashable, Comparable, Sendable, BitwiseCopyable,
     private static func read(_ clock: clockid_t) -> MonotonicInstant {
         var spec = timespec()
         clock_gettime(clock, &spec)
-        return MonotonicInstant(nanoseconds: UInt64(spec.tv_sec) &* 1_000_000_000 &+ UInt64(spec.tv_nsec))
+        return MonotonicInstant(timespec: spec)
     }
 
     /// The time from `earlier` to `self`, zero if `earlier` is later (coarse stamps may lag a little).

@@ -66,41 +66,27 @@ import Synchronization
 /// the objects are never freed, so a stamp can point at one without retaining it. A program has a
 /// bounded number of distinct acquisition paths, and async functions show only their innermost
 /// frames, so the table stays small; it is capped at ``limit`` distinct backtraces all the same, and
-/// a capture beyond the cap is counted in ``dropped`` and recorded without a backtrace.
+/// a capture of a new backtrace beyond the cap is recorded without one.
 enum BacktraceCapture {
     /// The most distinct backtraces kept (about 300 bytes each).
     static let limit = 65_536
 
-    private struct Table: ~Copyable {
-        var interned: [[UInt]: Unmanaged<CapturedBacktrace>] = [:]
-        var dropped = 0
-    }
-
-    private static let table = Mutex(Table())
-
-    /// Captures found after the table was full, which were recorded without a backtrace.
-    static var dropped: Int { table.withLock { $0.dropped } }
-
-    /// How many distinct backtraces are interned.
-    static var internedCount: Int { table.withLock { $0.interned.count } }
+    private static let table = Mutex<[[UInt]: Unmanaged<CapturedBacktrace>]>([:])
 
     /// Captures the caller's stack (dropping the innermost `skip` frames) and returns the interned copy.
     @inline(never)
     static func capture(skipping skip: Int = 2, maxFrames: Int = 32) -> Unmanaged<CapturedBacktrace>? {
-        intern(rawAddresses(maxFrames: maxFrames + skip).dropFirst(skip).map { $0 })
+        intern(Array(rawAddresses(maxFrames: maxFrames + skip).dropFirst(skip)))
     }
 
     /// The shared, immortal object for `addresses`, or `nil` once ``limit`` distinct ones are kept.
     static func intern(_ addresses: [UInt]) -> Unmanaged<CapturedBacktrace>? {
-        table.withLock { table in
-            if let existing = table.interned[addresses] { return existing }
-            guard table.interned.count < limit else {
-                table.dropped += 1
-                return nil
-            }
+        table.withLock { interned in
+            if let existing = interned[addresses] { return existing }
+            guard interned.count < limit else { return nil }
             // Retained once and never released: interned backtraces live as long as the process.
             let object = Unmanaged.passRetained(CapturedBacktrace(addresses: addresses))
-            table.interned[addresses] = object
+            interned[addresses] = object
             return object
         }
     }

@@ -7,21 +7,12 @@ struct SnapshotBuilder {
     private(set) var events: [LedgerEvent] = []
     private var nodes: [NodeID: TreeNodeRecord] = [:]
     /// Call sites converted once per distinct site, so 200,000 waiters at one line share one string.
-    private var sites: [SiteKey: CallSite] = [:]
-
-    private struct SiteKey: Hashable {
-        var file: UInt
-        var line: UInt32
-        var function: UInt
-        var counts: UInt64
-    }
+    private var sites: [StaticCallSite: CallSite] = [:]
 
     private mutating func callSite(_ site: StaticCallSite) -> CallSite {
-        let key = SiteKey(file: site.fileStart, line: site.line, function: site.functionStart,
-                          counts: UInt64(site.fileCount) << 32 | UInt64(site.functionCount))
-        if let known = sites[key] { return known }
+        if let known = sites[site] { return known }
         let converted = site.callSite
-        sites[key] = converted
+        sites[site] = converted
         return converted
     }
 

@@ -166,7 +166,7 @@ public final class Semaphore: Sendable {
         let releaser = history != nil && slot != StateMachine.untrackedSlot ? TaskID.current : .none
         let (action, moved) = state.withLock { machine -> (StateMachine.ReleaseAction, Bool) in
             var moved = false
-            if releaser != .none, let holder = machine.holdings.holderTask(slot), holder != releaser {
+            if releaser != .none, let holder = machine.holdings[slot]?.stamp.task, holder != releaser {
                 _ = machine.transfer(slot: slot, to: releaser, node: nil)
                 moved = true
             }
