@@ -72,7 +72,7 @@ import Synchronization
 /// try await requests.send(request)                 // waits for a slot
 /// while let request = try await requests.receive() { … }
 /// ```
-public final class BoundedChannel<Element: Sendable>: Sendable {
+public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferring {
     /// The name used in dumps and errors.
     public let name: String
     /// How many slots the channel has: buffered messages plus reserved slots never exceed it.

@@ -110,15 +110,8 @@ extension BoundedChannel {
         resume(wakeups)
     }
 
-    func claim(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
-        claim(slot: slot, as: .current, node: Futurelock.currentNode, fileID: fileID, line: line, function: function)
-    }
-
-    func claim(slot: Int32, as task: TaskID, node: ScopeNode?, fileID: StaticString, line: UInt,
-               function: StaticString) {
-        guard ledger.isEnabled, slot != StateMachine.untrackedSlot else { return }
-        let moved = state.withLock { $0.transfer(slot: slot, to: task, node: node) }
-        if moved != nil { record(.transfer, ledger.stamp(fileID: fileID, line: line, function: function)) }
+    func transferHolding(slot: Int32, to task: TaskID, node: ScopeNode?) -> Bool {
+        state.withLock { $0.transfer(slot: slot, to: task, node: node) } != nil
     }
 
     @usableFromInline

@@ -54,7 +54,7 @@ import Synchronization
 
 /// A bounded, FIFO-fair pool of connections made on demand, with owned, recorded leases.
 /// See the file header for the rules.
-public final class ConnectionPool<Connection: Sendable>: Sendable {
+public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransferring {
     /// The name used in dumps and errors.
     public let name: String
     /// The most connections that exist at once (including those being created or closed).
@@ -327,15 +327,8 @@ public final class ConnectionPool<Connection: Sendable>: Sendable {
         closeInBackground(connection, releaser)
     }
 
-    func claim(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
-        claim(slot: slot, as: .current, node: Futurelock.currentNode, fileID: fileID, line: line, function: function)
-    }
-
-    func claim(slot: Int32, as task: TaskID, node: ScopeNode?, fileID: StaticString, line: UInt,
-               function: StaticString) {
-        guard ledger.isEnabled, slot != StateMachine.untrackedSlot else { return }
-        let moved = state.withLock { $0.transfer(slot: slot, to: task, node: node) }
-        if moved != nil { record(.transfer, ledger.stamp(fileID: fileID, line: line, function: function)) }
+    func transferHolding(slot: Int32, to task: TaskID, node: ScopeNode?) -> Bool {
+        state.withLock { $0.transfer(slot: slot, to: task, node: node) } != nil
     }
 
     func reportDoubleRelease(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
@@ -383,7 +376,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable {
     }
 
     @inline(__always)
-    private func record(_ kind: LedgerEvent.Kind, _ stamp: OwnerStamp?) {
+    func record(_ kind: LedgerEvent.Kind, _ stamp: OwnerStamp?) {
         history?.record(kind, stamp)
     }
 }

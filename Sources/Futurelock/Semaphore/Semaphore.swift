@@ -28,7 +28,7 @@
 import Synchronization
 
 /// A FIFO-fair counting semaphore with owned, recorded permits. See the file header for the rules.
-public final class Semaphore: Sendable {
+public final class Semaphore: Sendable, HoldingTransferring {
     /// The name used in dumps and errors.
     public let name: String
     /// The number of permits.
@@ -183,15 +183,8 @@ public final class Semaphore: Sendable {
         }
     }
 
-    func claim(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
-        claim(slot: slot, as: .current, node: Futurelock.currentNode, fileID: fileID, line: line, function: function)
-    }
-
-    func claim(slot: Int32, as task: TaskID, node: ScopeNode?, fileID: StaticString, line: UInt,
-               function: StaticString) {
-        guard ledger.isEnabled, slot != StateMachine.untrackedSlot else { return }
-        let moved = state.withLock { $0.transfer(slot: slot, to: task, node: node) }
-        if moved != nil { record(.transfer, ledger.stamp(fileID: fileID, line: line, function: function)) }
+    func transferHolding(slot: Int32, to task: TaskID, node: ScopeNode?) -> Bool {
+        state.withLock { $0.transfer(slot: slot, to: task, node: node) } != nil
     }
 
     func reportDoubleRelease(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
@@ -213,7 +206,7 @@ public final class Semaphore: Sendable {
     // MARK: - Event history
 
     @inline(__always)
-    private func record(_ kind: LedgerEvent.Kind, _ stamp: OwnerStamp?) {
+    func record(_ kind: LedgerEvent.Kind, _ stamp: OwnerStamp?) {
         history?.record(kind, stamp)
     }
 }
