@@ -46,40 +46,22 @@ final class DwflSession {
     /// Opens a session on the modules currently mapped by process `pid` (from /proc/PID/maps).
     init(process pid: pid_t) throws(SymbolicationError) {
         source = .process(pid)
-        callbacks = .allocate(capacity: 1)
-        callbacks.initialize(
-            to: Dwfl_Callbacks(
-                find_elf: dwfl_linux_proc_find_elf,
-                find_debuginfo: dwfl_standard_find_debuginfo,
-                section_address: nil,
-                debuginfo_path: nil
-            )
-        )
-        guard let dwfl = dwfl_begin(callbacks) else {
-            callbacks.deallocate()
-            throw .libdw(operation: "dwfl_begin", message: Self.lastErrorMessage())
-        }
-        self.dwfl = dwfl
+        (dwfl, callbacks) = try Self.begin(Dwfl_Callbacks(
+            find_elf: dwfl_linux_proc_find_elf,
+            find_debuginfo: dwfl_standard_find_debuginfo,
+            section_address: nil,
+            debuginfo_path: nil))
         try reportProcessModules()
     }
 
     /// Opens a session on one ELF file on disk.
     init(binary path: String) throws(SymbolicationError) {
         source = .binary(path: path)
-        callbacks = .allocate(capacity: 1)
-        callbacks.initialize(
-            to: Dwfl_Callbacks(
-                find_elf: dwfl_build_id_find_elf,
-                find_debuginfo: dwfl_standard_find_debuginfo,
-                section_address: dwfl_offline_section_address,
-                debuginfo_path: nil
-            )
-        )
-        guard let dwfl = dwfl_begin(callbacks) else {
-            callbacks.deallocate()
-            throw .libdw(operation: "dwfl_begin", message: Self.lastErrorMessage())
-        }
-        self.dwfl = dwfl
+        (dwfl, callbacks) = try Self.begin(Dwfl_Callbacks(
+            find_elf: dwfl_build_id_find_elf,
+            find_debuginfo: dwfl_standard_find_debuginfo,
+            section_address: dwfl_offline_section_address,
+            debuginfo_path: nil))
         if access(path, R_OK) != 0 {
             throw .cannotOpenBinary(path: path, reason: String(cString: strerror(errno)))
         }
@@ -94,6 +76,20 @@ final class DwflSession {
             throw .cannotOpenBinary(path: path, reason: Self.lastErrorMessage())
         }
         fileBias = bias
+    }
+
+    /// Starts libdwfl with `callbacks`, copied to the heap: libdwfl keeps the pointer for the session's
+    /// lifetime, and `deinit` frees it.
+    private static func begin(_ callbacks: Dwfl_Callbacks)
+        throws(SymbolicationError) -> (OpaquePointer, UnsafeMutablePointer<Dwfl_Callbacks>) {
+        let stored = UnsafeMutablePointer<Dwfl_Callbacks>.allocate(capacity: 1)
+        stored.initialize(to: callbacks)
+        guard let dwfl = dwfl_begin(stored) else {
+            stored.deinitialize(count: 1)
+            stored.deallocate()
+            throw .libdw(operation: "dwfl_begin", message: lastErrorMessage())
+        }
+        return (dwfl, stored)
     }
 
     deinit {
