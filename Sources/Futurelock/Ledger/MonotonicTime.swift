@@ -88,7 +88,7 @@ extension Duration {
 ///
 /// glibc's `clock_gettime` is a wrapper that checks which implementation to call and then calls the
 /// vDSO function; calling the vDSO function ourselves takes 6–8 ns instead of 11 ns here, and every
-/// acquire with the ledger on reads this clock once. The pointer is looked up once per ledger (the
+/// acquire with the ledger on reads this clock once. The pointer is looked up once per process (the
 /// vDSO is mapped into every Linux process); where it cannot be found, `clock_gettime` is used.
 @usableFromInline
 struct CoarseClock: @unchecked Sendable {
@@ -97,8 +97,11 @@ struct CoarseClock: @unchecked Sendable {
     @usableFromInline let vdsoClockGettime: ClockFunction?
 
     init() {
-        vdsoClockGettime = Self.lookUp()
+        vdsoClockGettime = Self.vdsoFunction
     }
+
+    /// Looked up once per process; each ledger copies it into a stored property.
+    private static let vdsoFunction: ClockFunction? = lookUp()
 
     private static func lookUp() -> ClockFunction? {
         #if os(Linux)
