@@ -21,7 +21,7 @@ struct ABBA: Reproducer {
         let transferHasA = Signal(), reportHasFirst = Signal()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                try await Futurelock.scope("transfer") {
+                try await TaskTree.scope("transfer") {
                     let a = try await accountA.acquire()
                     transferHasA.fire()
                     await reportHasFirst.wait()
@@ -30,7 +30,7 @@ struct ABBA: Reproducer {
                 }
             }
             group.addTask {
-                try await Futurelock.scope("report") {
+                try await TaskTree.scope("report") {
                     await transferHasA.wait()
                     if fixed {
                         reportHasFirst.fire()

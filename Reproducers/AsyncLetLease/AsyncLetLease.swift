@@ -19,8 +19,8 @@ struct AsyncLetLease: Reproducer {
         let pool = try ConnectionPool<FakeConnection>(name: "postgres", capacity: 1, ledger: ledger,
                                                       factory: { FakeConnection() })
         let prefetched = Signal()
-        try await Futurelock.scope("load-profile") {
-            async let avatar = Futurelock.child("prefetch-avatar") {
+        try await TaskTree.scope("load-profile") {
+            async let avatar = TaskTree.child("prefetch-avatar") {
                 let lease = try await pool.checkout()
                 prefetched.fire()
                 return lease

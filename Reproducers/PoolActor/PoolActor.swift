@@ -54,7 +54,7 @@ struct PoolActor: Reproducer {
         try await withThrowingTaskGroup(of: Void.self) { outer in
             // The pool actor: serve requests one at a time.
             outer.addTask {
-                try await Futurelock.scope("pool-actor") {
+                try await TaskTree.scope("pool-actor") {
                     for try await request in requests {
                         let lease = try await pool.checkout()
                         lease.handOff()                      // it belongs to the client now
@@ -66,7 +66,7 @@ struct PoolActor: Reproducer {
                 try await withThrowingTaskGroup(of: Void.self) { clients in
                     let culpritQueued = Signal()
                     clients.addTask {
-                        try await Futurelock.scope("client-culprit") {
+                        try await TaskTree.scope("client-culprit") {
                             try await self.culprit(requests, fixed: fixed, queued: culpritQueued,
                                                    innocents: innocents)
                         }
@@ -93,7 +93,7 @@ struct PoolActor: Reproducer {
         let raceDecided = Signal()
         try await withThrowingTaskGroup(of: Arm.self) { race in
             race.addTask {
-                .reserved(try await Futurelock.child("request-connection") {
+                .reserved(try await TaskTree.child("request-connection") {
                     let slot = try await requests.reserve()
                     await raceDecided.wait()             // …and the timeout fires before it sends
                     return slot

@@ -46,7 +46,7 @@ struct ReadAheadStream: Reproducer {
                 position += 1
                 if position < count {
                     let number = position, limiter = limiter
-                    ahead = Task { try await Futurelock.child("read-ahead") { try await Self.fetch(number, limiter) } }
+                    ahead = Task { try await TaskTree.child("read-ahead") { try await Self.fetch(number, limiter) } }
                     // Hand out page n only once the read-ahead for n+1 has asked for its permit, as a
                     // pre-fetching stream does (and so every run interleaves the same way).
                     while limiter.waitingCount == 0, limiter.availablePermits == 0 { try await Task.yieldUnlessCancelled() }
@@ -74,7 +74,7 @@ struct ReadAheadStream: Reproducer {
 
     func run(fixed: Bool, ledger: Ledger) async throws {
         let limiter = try Semaphore(name: "api-rate-limit", permits: 1, ledger: ledger)
-        try await Futurelock.scope("sync-pages") {
+        try await TaskTree.scope("sync-pages") {
             var pages = Pages(limiter: limiter, count: 10).makeAsyncIterator()
             guard let first = try await pages.next() else { return }
             first.permit.release()

@@ -17,7 +17,7 @@ struct Reentrant: Reproducer {
 
     func run(fixed: Bool, ledger: Ledger) async throws {
         let configLock = try Semaphore(name: "config-lock", permits: 1, ledger: ledger)
-        try await Futurelock.scope("reload-config") {
+        try await TaskTree.scope("reload-config") {
             let permit = try await configLock.acquire()
             defer { permit.release() }
             if fixed {

@@ -27,10 +27,10 @@ struct ReserveSend: Reproducer {
             for try await _ in jobs {}
         }
         let raceDecided = Signal()
-        try await Futurelock.scope("submit") {
+        try await TaskTree.scope("submit") {
             try await withThrowingTaskGroup(of: Arm.self) { group in
                 group.addTask {
-                    .reserved(try await Futurelock.child("reserve-and-build") {
+                    .reserved(try await TaskTree.child("reserve-and-build") {
                         let slot = try await jobs.reserve()
                         await raceDecided.wait()           // building the job takes longer than the deadline
                         return slot

@@ -25,10 +25,10 @@ struct TaskGroupRace: Reproducer {
     func run(fixed: Bool, ledger: Ledger) async throws {
         let database = try Semaphore(name: "db-connections", permits: 1, ledger: ledger)
         let raceDecided = Signal()
-        try await Futurelock.scope("handle-request") {
+        try await TaskTree.scope("handle-request") {
             try await withThrowingTaskGroup(of: Arm.self) { group in
                 group.addTask {
-                    let permit = try await Futurelock.child("fetch") {
+                    let permit = try await TaskTree.child("fetch") {
                         let permit = try await database.acquire()
                         await raceDecided.wait()           // the query is slower than the timeout
                         return permit

@@ -23,7 +23,7 @@ struct TaskHandle: Reproducer {
         let pool = try ConnectionPool<FakeConnection>(name: "cache", capacity: 1, ledger: ledger,
                                                       factory: { FakeConnection() })
         let warmed = Signal()
-        try await Futurelock.scope("handler") {
+        try await TaskTree.scope("handler") {
             let warm = Task {
                 let lease = try await pool.checkout()
                 warmed.fire()

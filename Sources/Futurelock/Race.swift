@@ -1,4 +1,4 @@
-extension Futurelock {
+extension TaskTree {
     /// Races `operations`; the first to finish wins — and no loser is left holding anything.
     ///
     /// This is the futurelock-safe shape of "select": the losers are cancelled and *drained* before
@@ -10,7 +10,7 @@ extension Futurelock {
     ///
     /// ```swift
     /// enum Arm: Sendable { case fetched(Permit), timedOut }
-    /// let winner = try await Futurelock.race("fetch-or-timeout", [
+    /// let winner = try await TaskTree.race("fetch-or-timeout", [
     ///     { .fetched(try await db.acquire()) },
     ///     { try await Task.sleep(for: .seconds(1)); return .timedOut },
     /// ], discard: { if case .fetched(let permit) = $0 { permit.release() } })
@@ -23,7 +23,7 @@ extension Futurelock {
         _ operations: [@Sendable () async throws -> Value],
         discard: @escaping @Sendable (Value) async -> Void
     ) async throws -> Value {
-        precondition(!operations.isEmpty, "Futurelock.race needs at least one operation")
+        precondition(!operations.isEmpty, "TaskTree.race needs at least one operation")
         return try await scope(name) {
             try await withThrowingTaskGroup(of: Tracked<Result<Value, any Error>>.self) { group in
                 for (index, operation) in operations.enumerated() {

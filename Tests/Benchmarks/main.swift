@@ -193,10 +193,10 @@ enum LedgerMode: String, Sendable {
 }
 
 enum FuturelockBench {
-    /// Scenario 1c: the same loop inside a `Futurelock.scope`, so every holding names a scope node
+    /// Scenario 1c: the same loop inside a `TaskTree.scope`, so every holding names a scope node
     /// (which the holding record retains and its release releases).
     static func semaphoreScoped(_ mode: LedgerMode, ops: Int) async throws -> Sample {
-        try await Futurelock.scope("bench-scope") { try await semaphoreUncontended(mode, ops: ops) }
+        try await TaskTree.scope("bench-scope") { try await semaphoreUncontended(mode, ops: ops) }
     }
 
     static func semaphoreUncontended(_ mode: LedgerMode, ops: Int) async throws -> Sample {
@@ -388,7 +388,7 @@ enum Suite {
             }, reps: config.semaphoreReps, isTarget: false))
 
         scenarios.append(Scenario(
-            key: "sem-scoped", title: "1c. acquire()+release() inside a Futurelock.scope", metric: .nsPerOp,
+            key: "sem-scoped", title: "1c. acquire()+release() inside a TaskTree.scope", metric: .nsPerOp,
             variants: [LedgerMode.on, .off].map { mode in
                 Variant(name: mode.rawValue) { try await FuturelockBench.semaphoreScoped(mode, ops: semOps) }
             }, reps: config.semaphoreReps, isTarget: false))
@@ -697,7 +697,7 @@ enum LedgerPieces {
             let taskID = time(operations) { for _ in 0..<operations { accumulator &+= LedgerProbes.taskID(ledger) } }
             let publicTaskID = time(operations) { for _ in 0..<operations { accumulator &+= TaskID.current.rawValue } }
             let node = time(operations) { for _ in 0..<operations { if LedgerProbes.hasNode(ledger) { bound &+= 1 } } }
-            let publicNode = time(operations) { for _ in 0..<operations { sink(Futurelock.currentNode) } }
+            let publicNode = time(operations) { for _ in 0..<operations { sink(TaskTree.currentNode) } }
             let clock = time(operations) { for _ in 0..<operations { accumulator &+= LedgerProbes.coarseNanoseconds(ledger) } }
             let publicClock = time(operations) { for _ in 0..<operations { accumulator &+= MonotonicInstant.coarseNow.nanoseconds } }
             let on = try! Semaphore(name: "pieces-on", permits: 1, ledger: Ledger())

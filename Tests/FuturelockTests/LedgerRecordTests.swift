@@ -12,8 +12,8 @@ struct LedgerRecordTests {
     /// Acquires inside a scope that ends before the permit is released; returns the permit and a
     /// weak view of the scope's node.
     private func acquireInScope(_ semaphore: Semaphore) async throws -> (Permit, WeakNode) {
-        try await Futurelock.scope("short-lived") {
-            let node = try #require(Futurelock.currentNode)
+        try await TaskTree.scope("short-lived") {
+            let node = try #require(TaskTree.currentNode)
             return (try await semaphore.acquire(), WeakNode(node))
         }
     }
@@ -40,9 +40,9 @@ struct LedgerRecordTests {
         let semaphore = try Semaphore(name: "s", permits: 1, ledger: ledger)
         let (permit, first) = try await acquireInScope(semaphore)
         let second = try await Task.detached {
-            try await Futurelock.scope("claimer") {
+            try await TaskTree.scope("claimer") {
                 permit.claim()
-                return WeakNode(try #require(Futurelock.currentNode))
+                return WeakNode(try #require(TaskTree.currentNode))
             }
         }.value
         #expect(first.node == nil, "after the claim nothing should hold the acquiring scope")

@@ -42,8 +42,8 @@ struct TaskTreeTests {
         let semaphore = try Semaphore(name: "s", permits: 1, ledger: ledger)
         let gate = Gate()
         let holder = Task.detached {
-            try await Futurelock.scope("outer") {
-                try await Futurelock.scope("inner") { try await self.holdUntil(gate, semaphore) }
+            try await TaskTree.scope("outer") {
+                try await TaskTree.scope("inner") { try await self.holdUntil(gate, semaphore) }
             }
         }
         await eventually { semaphore.availablePermits == 0 }
@@ -62,7 +62,7 @@ struct TaskTreeTests {
         let gate = Gate()
         let parentTask = Locked<TaskID>(.none)
         let holder = Task.detached {
-            try await Futurelock.scope("request") {
+            try await TaskTree.scope("request") {
                 parentTask.withLock { $0 = .current }
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await self.holdUntil(gate, semaphore) }
@@ -86,7 +86,7 @@ struct TaskTreeTests {
         let semaphore = try Semaphore(name: "s", permits: 1, ledger: ledger)
         let gate = Gate()
         let holder = Task.detached {
-            try await Futurelock.scope("request") {
+            try await TaskTree.scope("request") {
                 async let held: Void = self.holdUntil(gate, semaphore)
                 try await held
             }
@@ -104,7 +104,7 @@ struct TaskTreeTests {
         let detached = try Semaphore(name: "detached", permits: 1, ledger: ledger)
         let gate = Gate()
         let spawned = Locked<[Task<Void, any Error>]>([])
-        try await Futurelock.scope("request") {
+        try await TaskTree.scope("request") {
             let a = Task { try await self.holdUntil(gate, inherited) }
             let b = Task.detached { try await self.holdUntil(gate, detached) }
             spawned.withLock { $0 = [a, b] }
@@ -121,7 +121,7 @@ struct TaskTreeTests {
 
     @Test(.timeLimit(.minutes(1))) func scope_afterItReturns_isConsumed() async throws {
         let semaphore = try Semaphore(name: "s", permits: 1, ledger: ledger)
-        let permit = try await Futurelock.scope("fetch") { try await semaphore.acquire() }
+        let permit = try await TaskTree.scope("fetch") { try await semaphore.acquire() }
         let snapshot = ledger.snapshot()
         let holding = try #require(snapshot.holdings.first)
         let scope = try node(holding.holder, in: snapshot)

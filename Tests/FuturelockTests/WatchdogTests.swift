@@ -17,7 +17,7 @@ struct WatchdogTests {
     /// A task that holds `lock` and waits for it again (a real self-deadlock); cancel it to end it.
     private func selfDeadlock(_ lock: Semaphore) -> Task<Void, any Error> {
         Task {
-            try await Futurelock.scope("reload") {
+            try await TaskTree.scope("reload") {
                 let permit = try await lock.acquire()
                 defer { permit.release() }
                 try await lock.acquire().release()
@@ -103,7 +103,7 @@ struct WatchdogTests {
             { let permit = try await db.acquire(); acquired.open(); return Arm.fetched(permit) },
             { await acquired.wait(); return Arm.timedOut },
         ]
-        let winner = try await Futurelock.race("fetch-or-timeout", arms, discard: { (arm: Arm) in
+        let winner = try await TaskTree.race("fetch-or-timeout", arms, discard: { (arm: Arm) in
             if case .fetched(let permit) = arm { permit.release() }
         })
         if case .fetched(let permit) = winner { permit.release() }

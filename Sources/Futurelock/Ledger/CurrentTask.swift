@@ -88,7 +88,7 @@ public struct TaskID: Hashable, Comparable, Sendable, BitwiseCopyable, CustomStr
 
 /// What the hot path reads about the running task, resolved once per ledger.
 ///
-/// `TaskID.current` and `Futurelock.currentNode` are globals, and every access to a Swift global
+/// `TaskID.current` and `TaskTree.currentNode` are globals, and every access to a Swift global
 /// checks its lazy initialiser (`swift_once`); the ledger keeps the function pointer and the
 /// task-local key in its own stored properties instead, so a stamp costs the three runtime calls
 /// and nothing else.
@@ -101,14 +101,14 @@ struct TaskContextReader: @unchecked Sendable {
 
     init() {
         currentTask = currentTaskFunction
-        nodeKey = UnsafeRawPointer(Unmanaged.passUnretained(Futurelock.$currentNode).toOpaque())
+        nodeKey = UnsafeRawPointer(Unmanaged.passUnretained(TaskTree.$currentNode).toOpaque())
     }
 
     /// The running task's id, as `TaskID.current`.
     @inlinable @inline(__always)
     var task: TaskID { TaskID.current(via: currentTask) }
 
-    /// `Futurelock.currentNode`, unretained: the binding that holds it outlives the caller's use.
+    /// `TaskTree.currentNode`, unretained: the binding that holds it outlives the caller's use.
     @inlinable @inline(__always)
     var node: Unmanaged<ScopeNode>? {
         guard let value = _futurelockTaskLocalValueGet(nodeKey) else { return nil }

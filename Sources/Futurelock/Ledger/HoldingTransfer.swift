@@ -16,7 +16,7 @@ protocol HoldingTransferring: AnyObject {
 extension HoldingTransferring {
     /// Records that the calling task now owns the holding in `slot`.
     func claim(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
-        claim(slot: slot, as: .current, node: Futurelock.currentNode, fileID: fileID, line: line, function: function)
+        claim(slot: slot, as: .current, node: TaskTree.currentNode, fileID: fileID, line: line, function: function)
     }
 
     /// Records that `task` (`.none`: in transit, owner not known yet) now owns the holding in `slot`.

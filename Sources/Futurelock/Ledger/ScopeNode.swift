@@ -3,7 +3,7 @@ import Synchronization
 /// A named node of the task tree: the Swift counterpart of a "child future".
 ///
 /// Tasks themselves are implicit in the tree: they are known by their ``TaskID``. A `ScopeNode` is
-/// made for every `Futurelock.scope(_:)` and for each child of the toolkit's race/group helpers, and is
+/// made for every `TaskTree.scope(_:)` and for each child of the toolkit's race/group helpers, and is
 /// bound in a `@TaskLocal` for the duration of its body. Child tasks inherit task-locals, so any task
 /// spawned inside a scope (group child, `async let`, `Task {}`) sees the scope's node; when the task
 /// that reads the node is not the task that made it, the reader is a *child* of that node. That is how

@@ -1,9 +1,9 @@
-/// The result of work run with ``Futurelock/child(_:isolation:_:)``: the value, plus the tree node
+/// The result of work run with ``TaskTree/child(_:isolation:_:)``: the value, plus the tree node
 /// that records whether anyone has taken it yet.
 ///
 /// A child that finished while holding a permit, and whose result still sits unconsumed in a task
 /// group, an `async let` or a task handle, is the heart of a futurelock. Wrapping the child's work in
-/// `Futurelock.child` and taking the result with ``take()`` lets the watchdog *prove* that state
+/// `TaskTree.child` and taking the result with ``take()`` lets the watchdog *prove* that state
 /// (certain) instead of inferring it from time (suspected).
 public struct Tracked<Value: Sendable>: Sendable {
     /// The node of the child's work.
@@ -22,14 +22,14 @@ public struct Tracked<Value: Sendable>: Sendable {
     }
 }
 
-extension Futurelock {
+extension TaskTree {
     /// Runs `body` as a tracked child node: the node is marked *finished* when `body` returns and
     /// *consumed* only when the parent calls ``Tracked/take()`` on the result.
     ///
     /// Use it for the body of a task-group child, an `async let` or a `Task {}` whose result carries
     /// a permit, lease or send slot:
     /// ```swift
-    /// group.addTask { try await Futurelock.child("fetch") { try await db.acquire() } }
+    /// group.addTask { try await TaskTree.child("fetch") { try await db.acquire() } }
     /// ```
     public static func child<Value: Sendable>(
         _ name: String,

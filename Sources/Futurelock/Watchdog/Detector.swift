@@ -205,7 +205,7 @@ public enum Detector {
         case .sendSlot: release = "send on, or release, the SendPermit reserved at \(holding.site)"
         case .connection: release = "release the lease checked out at \(holding.site)"
         }
-        return "Consume the finished work before waiting again, so it can \(release): drain the task group (`group.cancelAll()` then `for try await … in group`), await the `async let`, or await the task handle — before the second acquire, not after it. Or race with `Futurelock.race`, which releases the loser's holdings before the winner's code continues; or move the second acquire into its own task so it does not queue behind a \(unit) its own parent holds."
+        return "Consume the finished work before waiting again, so it can \(release): drain the task group (`group.cancelAll()` then `for try await … in group`), await the `async let`, or await the task handle — before the second acquire, not after it. Or race with `TaskTree.race`, which releases the loser's holdings before the winner's code continues; or move the second acquire into its own task so it does not queue behind a \(unit) its own parent holds."
     }
 
     static func formatAge(_ seconds: Double) -> String {

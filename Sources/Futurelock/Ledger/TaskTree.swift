@@ -1,5 +1,11 @@
-/// The namespace for the toolkit's task-tree entry points.
-public enum Futurelock {
+/// The namespace for the toolkit's task-tree entry points: ``scope(_:isolation:_:)``,
+/// ``child(_:isolation:_:)``, ``race(_:_:discard:)``, ``openNode(_:)`` and ``currentNode``.
+///
+/// It is deliberately not named after the module. A public type called `Futurelock` in the module
+/// `Futurelock` shadows the module's name in client code, so a client could no longer write
+/// `Futurelock.Semaphore` to tell the toolkit's `Semaphore` apart from one of its own or of another
+/// library: the name would resolve to the type, which has no member `Semaphore`.
+public enum TaskTree {
     /// The innermost tree node bound to the current task (inherited by child tasks).
     @TaskLocal public static var currentNode: ScopeNode?
 
@@ -32,7 +38,7 @@ public enum Futurelock {
 
     /// Opens a node for work whose lifecycle the caller tracks explicitly (the race and group helpers
     /// use this). Call it *inside* the child task, bind it with
-    /// `Futurelock.$currentNode.withValue(node) { … }`, mark it `.finished` when the child's body
+    /// `TaskTree.$currentNode.withValue(node) { … }`, mark it `.finished` when the child's body
     /// returns and `.consumed` when the parent takes the result.
     public static func openNode(_ name: String) -> ScopeNode {
         ScopeNode(name: name, taskID: .current, parent: currentNode)
