@@ -37,7 +37,7 @@ extension ConnectionPool {
         private(set) var creating = 0
         /// Connections whose close callback has been started and not finished (part of `open`).
         private(set) var closing = 0
-        private(set) var waiters = FIFOWaitQueue<Waiter>()
+        private(set) var waiters = WaiterQueue<Waiter>()
         private(set) var holdings = HoldingTable()
         /// Leased connections when the ledger is off (the table counts them when it is on).
         private(set) var untrackedHeld = 0
@@ -173,7 +173,7 @@ extension ConnectionPool {
         mutating func abandonCreation() -> Continuation? {
             precondition(creating > 0, "BUG DETECTED: a creation ended that was never started")
             creating -= 1
-            guard !isShutdown, let (_, head) = waiters.popFirst() else {
+            guard !isShutdown, let head = waiters.popFirstIfAny() else {
                 checkInvariants()
                 return nil
             }
@@ -202,7 +202,7 @@ extension ConnectionPool {
                 return .close(connection)
             }
             if isCancelled {
-                if let (_, head) = waiters.popFirst() {
+                if let head = waiters.popFirstIfAny() {
                     return .keptForOthers(handOff: (head.continuation, grant(head.stamp), head.stamp))
                 }
                 idle.append(connection)
@@ -232,7 +232,7 @@ extension ConnectionPool {
                 closing += 1
                 return .close(connection)
             }
-            if let (_, head) = waiters.popFirst() {
+            if let head = waiters.popFirstIfAny() {
                 return .handOff(head.continuation, .connection(connection, grant(head.stamp)), head.stamp)
             }
             idle.append(connection)
@@ -253,7 +253,7 @@ extension ConnectionPool {
             precondition(closing > 0 && open > 0, "BUG DETECTED: a close finished that was never started")
             closing -= 1
             open -= 1
-            guard !isShutdown, let (_, head) = waiters.popFirst() else {
+            guard !isShutdown, let head = waiters.popFirstIfAny() else {
                 checkInvariants()
                 return nil
             }

@@ -147,6 +147,8 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
     }
 
     private func checkoutSlow(_ stamp: OwnerStamp?) async throws -> Lease {
+        // Taken before locking, as the channel does, so ids reach the queue in (nearly) increasing
+        // order: the queue keeps waiters in id order and finds a cancelled one by binary search.
         let waiterID = waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
         record(.waitStart, stamp)
         let grant: StateMachine.Grant
@@ -394,7 +396,7 @@ public struct BrokenConnection: Error {
 
 extension ConnectionPool: LedgerTracked {
     func oldestWait() -> MonotonicInstant? {
-        state.withLock { $0.waiters.first()?.payload.stamp?.time }
+        state.withLock { $0.waiters.first?.stamp?.time }
     }
 
     func contribute(to builder: inout SnapshotBuilder) {

@@ -14,7 +14,7 @@ extension Semaphore {
 
         let capacity: Int
         private(set) var available: Int
-        private(set) var waiters = FIFOWaitQueue<Waiter>()
+        private(set) var waiters = WaiterQueue<Waiter>()
         private(set) var holdings = HoldingTable()
         /// Outstanding permits when the ledger is off (the table counts them when it is on).
         private(set) var untrackedHeld = 0
@@ -78,7 +78,7 @@ extension Semaphore {
             } else {
                 holdings.discard(slot)
             }
-            if let (_, waiter) = waiters.popFirst() {
+            if let waiter = waiters.popFirstIfAny() {
                 return .handOff(waiter.continuation, grant(waiter.stamp), waiter.stamp)
             }
             available += 1

@@ -11,7 +11,7 @@
 // the hand-off so the watchdog can say which task — and which child or scope of it — now holds it.
 //
 // Cancellation. A waiter registers a cancellation handler before it suspends. If the task is cancelled
-// while the waiter is still queued, the waiter is removed (O(1)) and `acquire` throws
+// while the waiter is still queued, the waiter is removed (O(log n)) and `acquire` throws
 // `CancellationError`. If cancellation races with a hand-off and the permit was already handed over,
 // the woken waiter sees its task is cancelled, releases the permit — which hands it to the next waiter
 // — and throws. A cancelled `acquire` therefore never returns a permit and never loses one.
@@ -88,6 +88,8 @@ public final class Semaphore: Sendable, HoldingTransferring {
 
     nonisolated(nonsending)
     private func acquireSlow(_ stamp: OwnerStamp?) async throws -> Permit {
+        // Taken before locking, as the channel does, so ids reach the queue in (nearly) increasing
+        // order: the queue keeps waiters in id order and finds a cancelled one by binary search.
         let waiterID = waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
         record(.waitStart, stamp)
         let slot: Int32
@@ -213,7 +215,7 @@ public final class Semaphore: Sendable, HoldingTransferring {
 
 extension Semaphore: LedgerTracked {
     func oldestWait() -> MonotonicInstant? {
-        state.withLock { $0.waiters.first()?.payload.stamp?.time }
+        state.withLock { $0.waiters.first?.stamp?.time }
     }
 
     func contribute(to builder: inout SnapshotBuilder) {

@@ -1,19 +1,20 @@
 import DequeModule
 
-/// The FIFO queue of waiting senders (or receivers), with O(1) append and pop and O(log n) removal
-/// of any waiter by id, which cancellation needs: with 180,000 waiters a linear search per cancelled
-/// waiter would be quadratic.
+/// The FIFO queue of waiters of one primitive — the semaphore's acquirers, the pool's checkouts, the
+/// channel's senders and receivers — with O(1) append and pop and O(log n) removal of any waiter by
+/// id, which cancellation needs: with 180,000 waiters a linear search per cancelled waiter would be
+/// quadratic.
 ///
-/// It is ``FIFOWaitQueue``'s design without the dictionary: entries sit in one ring (`Deque`) in id
-/// order, so a waiter is found by binary search, and a removed waiter leaves a tombstone (`payload ==
-/// nil`) that `popFirstIfAny` skips; tombstones are compacted away once they outnumber live waiters.
-/// Once the ring has grown to the queue's peak, queueing and dequeueing allocate nothing and hash
-/// nothing. It is `@inlinable` throughout so that the channel's waiting paths specialise.
+/// Entries sit in one ring (`Deque`) in id order, so a waiter is found by binary search, and a removed
+/// waiter leaves a tombstone (`payload == nil`) that `popFirstIfAny` and `first` skip; tombstones are
+/// compacted away once they outnumber live waiters. Once the ring has grown to the queue's peak,
+/// queueing and dequeueing allocate nothing and hash nothing. It is `@inlinable` throughout so that
+/// the channel's waiting paths specialise.
 ///
-/// Ids come from the channel's counter, taken by a waiter just before it locks to queue, so they
-/// are almost always appended in increasing order; in the rare race where a waiter with a smaller id
-/// reaches the lock second, it is inserted in id order (a few places from the tail) — its id is its
-/// place in the line.
+/// Ids come from the primitive's own counter, taken by a waiter just before it locks to queue, so
+/// they are almost always appended in increasing order; in the rare race where a waiter with a
+/// smaller id reaches the lock second, it is inserted in id order (a few places from the tail) — its
+/// id is its place in the line.
 @usableFromInline
 struct WaiterQueue<Payload> {
     @usableFromInline
@@ -56,6 +57,15 @@ struct WaiterQueue<Payload> {
         entries.insert(entry, at: index)
     }
 
+    /// The head waiter (the one that has waited longest), or `nil` if none queues.
+    @inlinable
+    var first: Payload? {
+        guard count > 0 else { return nil }
+        for entry in entries { if let payload = entry.payload { return payload } }
+        return nil
+    }
+
+    /// Pops the head waiter; `nil` if none queues.
     @inlinable
     mutating func popFirstIfAny() -> Payload? {
         guard count > 0 else { return nil }
