@@ -11,7 +11,8 @@ public enum Variant: String, Sendable, CaseIterable {
     case fixed
 }
 
-/// One minimal program for one futurelock form (DESIGN.md §1).
+/// One minimal program for one Swift form of the futurelock (F1–F6), or for one of the two classic
+/// locks it must be told apart from (F7 re-entrant acquire, F8 ABBA deadlock).
 public protocol Reproducer: Sendable {
     /// The command-line name, e.g. `task-group-race`.
     var name: String { get }

@@ -4,8 +4,9 @@
 // Slots. A channel of capacity N has N slots. A slot is in exactly one of three states: free, holding
 // a buffered message, or reserved by an outstanding `SendPermit`. So `capacity` bounds buffered
 // messages *plus* reservations: a task that reserves a slot and sits on it blocks a sender just as a
-// full buffer does. That is what makes the channel a futurelock ingredient (form F5/F6 in DESIGN.md):
-// with capacity 1, a permit held by a future its task no longer drives stops every sender, forever.
+// full buffer does. That is what makes the channel a futurelock ingredient (futurelock forms F5 and F6,
+// reproducers `reserve-send` and `pool-actor`): with capacity 1, a permit held by a future its task no
+// longer drives stops every sender, forever.
 //
 // Fairness. Senders (`send` and `reserve` share one queue) are served strictly in arrival order, and
 // so are receivers (in a queue of their own). The fast paths never barge: a send or a reserve only

@@ -9,11 +9,12 @@
 // ledger shows the client — not the loop — as the holder, stamped with the client's call site.
 //
 // Why offer it at all. Many services are built this way (an actor owning the pool, fed by a channel),
-// and it is exactly form F6 of DESIGN.md: the channel's one slot is a second resource in front of the
-// pool. A client that reserves the slot (`requests.reserve()`) and then stops driving that work —
-// the losing arm of a race — starves every other client while the loop sits idle on an empty channel.
-// Because the channel and the pool both record into the same ledger, the watchdog sees the slot's
-// holder and the pile of senders behind it. Prefer calling `ConnectionPool` directly when you can.
+// and it is exactly futurelock form F6 (reproducer `pool-actor`): the channel's one slot is a second
+// resource in front of the pool. A client that reserves the slot (`requests.reserve()`) and then stops
+// driving that work — the losing arm of a race — starves every other client while the loop sits idle
+// on an empty channel. Because the channel and the pool both record into the same ledger, the watchdog
+// sees the slot's holder and the pile of senders behind it. Prefer calling `ConnectionPool` directly
+// when you can.
 //
 // Replies and cancellation. A reply slot is filled exactly once. A client cancelled while its request
 // is still queued in the channel throws `CancellationError` and its request never reaches the loop.
