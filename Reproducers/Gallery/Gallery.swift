@@ -62,6 +62,7 @@ public enum Gallery {
         var configuration = watchdogConfiguration
         configure(&configuration)
         let watchdog = Watchdog(ledger: ledger, configuration: configuration, logger: quiet)
+        await TaskTree.verifyRuntimeInspection()
         let start = ContinuousClock.now
         let scenario = Task.detached {
             try await reproducer.run(fixed: variant == .fixed, ledger: ledger)

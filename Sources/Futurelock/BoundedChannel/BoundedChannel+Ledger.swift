@@ -19,8 +19,8 @@ extension BoundedChannel: LedgerTracked {
                 id: id, kind: .channel, name: name, capacity: capacity, available: machine.available,
                 held: machine.held, waiting: machine.senders.count + machine.receivers.count,
                 buffered: machine.buffer.count, closed: machine.closed))
-            machine.holdings.forEach { entry in
-                builder.addHolding(id: entry.serial, resource: id, kind: .sendSlot, stamp: entry.stamp,
+            machine.holdings.forEach { slot, entry in
+                builder.addHolding(id: entry.serial, slot: slot, resource: id, kind: .sendSlot, stamp: entry.stamp,
                                    acquiredBy: entry.acquiredBy)
             }
             // Senders and reservers share one queue, so their positions are counted together.

@@ -128,3 +128,9 @@ extension BoundedChannel {
         ledger.reportDropped(resource: id, name: name, kind: .sendSlot, entry: entry)
     }
 }
+
+extension SendPermit: RecordedHolding {
+    var recordedResource: ResourceID { channel.id }
+    var recordedSlot: Int32 { slot }
+    var isSpent: Bool { isUsed }
+}

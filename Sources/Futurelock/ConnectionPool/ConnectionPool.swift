@@ -132,7 +132,10 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
     ///   concurrently with the cancellation is passed on to the next waiter, never kept).
     public func checkout(fileID: StaticString = #fileID, line: UInt = #line,
                          function: StaticString = #function) async throws -> Lease {
-        let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
+        try await checkout(stamped: ledger.stamp(fileID: fileID, line: line, function: function))
+    }
+
+    private func checkout(stamped stamp: OwnerStamp?) async throws -> Lease {
         switch state.withLock({ $0.checkout(stamp) }) {
         case .leased(let connection, let slot):
             record(.grant, stamp)
@@ -268,7 +271,11 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Connection) async throws -> Result
     ) async throws -> Result {
-        let lease = try await checkout(fileID: fileID, line: line, function: function)
+        // The lease never reaches `body` (only its connection does), so only the end of this call
+        // can return it: the ledger marks the holding pinned.
+        var stamp = ledger.stamp(fileID: fileID, line: line, function: function)
+        stamp?.isPinned = true
+        let lease = try await checkout(stamped: stamp)
         let result: Result
         do {
             result = try await body(lease.heldConnection)
@@ -404,8 +411,8 @@ extension ConnectionPool: LedgerTracked {
             builder.add(ResourceRecord(
                 id: id, kind: .pool, name: name, capacity: capacity, available: machine.available,
                 held: machine.held, waiting: machine.waiters.count, closed: machine.isShutdown))
-            machine.holdings.forEach { entry in
-                builder.addHolding(id: entry.serial, resource: id, kind: .connection, stamp: entry.stamp,
+            machine.holdings.forEach { slot, entry in
+                builder.addHolding(id: entry.serial, slot: slot, resource: id, kind: .connection, stamp: entry.stamp,
                                    acquiredBy: entry.acquiredBy)
             }
             machine.waiters.forEachInOrder { position, _, waiter in

@@ -119,3 +119,9 @@ extension ConnectionPool {
         }
     }
 }
+
+extension ConnectionPool.Lease: RecordedHolding {
+    var recordedResource: ResourceID { pool.id }
+    var recordedSlot: Int32 { slot }
+    var isSpent: Bool { isReleased }
+}

@@ -146,9 +146,9 @@ struct HoldingTable {
     }
 
     /// Visits every live holding. The entries' nodes are retained by the table for the duration.
-    func forEach(_ body: (Entry) -> Void) {
+    func forEach(_ body: (Int32, Entry) -> Void) {
         for index in 0..<storage.used where storage.entries[index].isLive {
-            body(storage.entries[index])
+            body(Int32(truncatingIfNeeded: index), storage.entries[index])
         }
     }
 }

@@ -28,14 +28,20 @@ public final class Ledger: Sendable {
         public var eventHistoryPerResource: Int
         /// How many problems (double releases, dropped holdings) are kept.
         public var problemHistory: Int
+        /// Read each task's structured ancestry from the Swift runtime when it acquires or waits, and
+        /// let the watchdog read a suspended waiter's children (see ``TaskTree/runtimeAvailability``).
+        /// On by default; where the runtime's tree is unavailable this changes nothing. Off, the tree
+        /// comes from named scopes only, and no futurelock in un-annotated code can be proved.
+        public var readsRuntimeTaskTree: Bool
 
-        /// Recording on, backtraces off, no event history.
+        /// Recording on, backtraces off, no event history, the runtime's task tree read.
         public init(isEnabled: Bool = true, backtraceEvery: Int = 0, eventHistoryPerResource: Int = 0,
-                    problemHistory: Int = 1024) {
+                    problemHistory: Int = 1024, readsRuntimeTaskTree: Bool = true) {
             self.isEnabled = isEnabled
             self.backtraceEvery = max(0, backtraceEvery)
             self.eventHistoryPerResource = max(0, eventHistoryPerResource)
             self.problemHistory = max(1, problemHistory)
+            self.readsRuntimeTaskTree = readsRuntimeTaskTree
         }
     }
 
@@ -54,6 +60,9 @@ public final class Ledger: Sendable {
     @usableFromInline let backtraceEvery: Int
     @usableFromInline let context = TaskContextReader()
     @usableFromInline let clock = CoarseClock()
+    /// How the runtime's task tree is read (a layout that reads nothing when it is unavailable or
+    /// the configuration turns it off).
+    @usableFromInline let runtime: RuntimeTaskLayout
     private let backtraceCounter = Atomic<Int>(0)
     private let resourceSerial = Atomic<UInt64>(0)
     private let eventSerial = Atomic<UInt64>(0)
@@ -63,23 +72,43 @@ public final class Ledger: Sendable {
     private let logger: Logger
 
     /// Creates a ledger.
-    public init(configuration: Configuration = Configuration(),
-                logger: Logger = Logger(label: "futurelock.ledger")) {
+    public convenience init(configuration: Configuration = Configuration(),
+                            logger: Logger = Logger(label: "futurelock.ledger")) {
+        self.init(configuration: configuration, logger: logger,
+                  inspection: configuration.readsRuntimeTaskTree ? .whenVerified : .never)
+    }
+
+    init(configuration: Configuration, logger: Logger, inspection: RuntimeInspection.Mode) {
         self.configuration = configuration
         self.isEnabled = configuration.isEnabled
         self.backtraceEvery = configuration.backtraceEvery
         self.logger = logger
+        self.runtime = configuration.readsRuntimeTaskTree
+            ? .current : .disabled("this ledger is configured not to read it (readsRuntimeTaskTree: false)")
+        self.inspection = inspection
+        if configuration.isEnabled, configuration.readsRuntimeTaskTree, !runtime.availability.isAvailable {
+            RuntimeInspection.logUnavailableOnce(runtime.availability, to: logger)
+        }
     }
+
+    /// Where the task tree of this ledger's snapshots comes from.
+    public var taskTreeSource: RuntimeTreeAvailability { runtime.availability }
+
+    /// When the watchdog may read suspended waiters' children for this ledger.
+    let inspection: RuntimeInspection.Mode
 
     // MARK: - Recording (used by the primitives)
 
     @inlinable
     func stamp(fileID: StaticString, line: UInt, function: StaticString) -> OwnerStamp? {
         guard isEnabled else { return nil }
+        let object = context.taskObject
+        let task = object.map { TaskID(rawValue: _futurelockJobTaskID($0)) } ?? context.task
         return OwnerStamp(
-            task: context.task, node: context.node,
+            task: task, node: context.node,
             site: StaticCallSite(fileID: fileID, line: line, function: function),
-            time: clock.now, backtrace: backtraceEvery == 0 ? nil : captureBacktraceIfDue())
+            time: clock.now, backtrace: backtraceEvery == 0 ? nil : captureBacktraceIfDue(),
+            ancestry: runtime.ancestry(of: object), taskAddress: object.map { UInt(bitPattern: $0) } ?? 0)
     }
 
     @usableFromInline @inline(never)
@@ -158,13 +187,23 @@ public final class Ledger: Sendable {
     /// views of different primitives are taken a few microseconds apart, which the watchdog allows for
     /// by confirming a finding on a second snapshot before it calls it certain.
     public func snapshot() -> LedgerSnapshot {
-        var builder = SnapshotBuilder()
+        let groupType = runtime.availability.isAvailable ? RuntimeInspection.groupType(for: inspection) : nil
+        var builder = SnapshotBuilder(inspectionGroupType: groupType)
         // Visited under the registry lock: a primitive being destroyed unregisters in its `deinit`
         // under the same lock, so every primitive visited here is intact.
         registry.withLock { entries in
             for entry in entries.values { entry.value.contribute(to: &builder) }
         }
-        return builder.build(takenAt: .now, problems: problems)
+        let inspectionUnavailable: String?
+        if groupType != nil || !runtime.availability.isAvailable {
+            inspectionUnavailable = nil
+        } else if case .never = inspection {
+            inspectionUnavailable = "this ledger does not read the runtime"
+        } else {
+            inspectionUnavailable = TaskTree.runtimeInspectionStatus ?? "the runtime reader's one-time self-test has not finished yet"
+        }
+        return builder.build(takenAt: .now, problems: problems, taskTree: runtime.availability.description,
+                             inspectionUnavailable: inspectionUnavailable)
     }
 }
 

@@ -74,12 +74,40 @@ public struct HoldingRecord: Sendable, Hashable, Codable {
     public var acquiredBy: TaskID?
     /// Captured acquisition backtrace (return addresses), when capture is on.
     public var backtrace: [UInt]?
+    /// `true` when it was acquired by a scoped call (`withPermit`, `withConnection`): the holding
+    /// object never reached user code, so only the end of that call, in the holder task, releases it.
+    /// `nil` means `false` (and is what dumps written before this field existed decode to).
+    public var pinned: Bool?
+    /// Proof that the holding sits in the parked result of a finished child task, and nowhere else.
+    public var parked: ParkedResult?
 
     public init(id: UInt64, resource: ResourceID, kind: HoldingKind, holder: NodeID, holderTask: TaskID,
-                site: CallSite, since: MonotonicInstant, acquiredBy: TaskID? = nil, backtrace: [UInt]? = nil) {
+                site: CallSite, since: MonotonicInstant, acquiredBy: TaskID? = nil, backtrace: [UInt]? = nil,
+                pinned: Bool = false, parked: ParkedResult? = nil) {
         self.id = id; self.resource = resource; self.kind = kind; self.holder = holder
         self.holderTask = holderTask; self.site = site; self.since = since
         self.acquiredBy = acquiredBy; self.backtrace = backtrace
+        self.pinned = pinned ? true : nil; self.parked = parked
+    }
+
+    /// Whether only the end of the scoped call that acquired it can release it.
+    public var isPinned: Bool { pinned ?? false }
+}
+
+/// Where the runtime showed a holding to be: in the result of a finished structured child task that
+/// its parent — suspended in a wait — has not consumed, with no other reference to the holding object.
+public struct ParkedResult: Sendable, Hashable, Codable {
+    /// The finished child whose result holds it.
+    public var child: TaskID
+    /// How the child belongs to its parent.
+    public var childKind: RuntimeTaskKind
+    /// The task that alone can consume the result.
+    public var parent: TaskID
+    /// References the result holds to the holding object (usually 1); they are all there are.
+    public var references: Int
+
+    public init(child: TaskID, childKind: RuntimeTaskKind, parent: TaskID, references: Int) {
+        self.child = child; self.childKind = childKind; self.parent = parent; self.references = references
     }
 }
 
@@ -113,6 +141,18 @@ public struct WaitRecord: Sendable, Hashable, Codable {
 /// A node of the task tree as seen in a snapshot.
 public struct TreeNodeRecord: Sendable, Hashable, Codable {
     public enum Kind: String, Sendable, Codable { case task, scope }
+
+    /// How a node hangs from its parent.
+    public enum ParentLink: String, Sendable, Codable {
+        /// A scope inside the same task as its parent node.
+        case sameTask
+        /// A structured child task (task group, `async let`): the runtime links it to its parent, which
+        /// cannot go on past the child's scope before the child has completed.
+        case structured
+        /// The task inherited its parent's scope through a task-local — an unstructured `Task {}`, or
+        /// any child when the runtime's tree is not read. Not proof that the parent awaits it.
+        case inherited
+    }
     public var id: NodeID
     public var kind: Kind
     /// The parent node; `nil` for roots.
@@ -125,11 +165,20 @@ public struct TreeNodeRecord: Sendable, Hashable, Codable {
     public var state: ScopeNode.State?
     public var openedAt: MonotonicInstant?
     public var closedAt: MonotonicInstant?
+    /// How the node hangs from `parent` (`nil` for roots and for dumps that predate the field).
+    public var link: ParentLink?
+    /// For tasks: how the runtime relates the task to its creator (`nil` when the runtime was not read).
+    public var taskKind: RuntimeTaskKind?
+    /// For tasks: what the runtime showed the task doing, when it could be read safely (waiters, and
+    /// the structured children of waiters); `nil` when unknown.
+    public var taskState: RuntimeTaskState?
 
     public init(id: NodeID, kind: Kind, parent: NodeID?, name: String?, task: TaskID,
-                state: ScopeNode.State?, openedAt: MonotonicInstant?, closedAt: MonotonicInstant?) {
+                state: ScopeNode.State?, openedAt: MonotonicInstant?, closedAt: MonotonicInstant?,
+                link: ParentLink? = nil, taskKind: RuntimeTaskKind? = nil, taskState: RuntimeTaskState? = nil) {
         self.id = id; self.kind = kind; self.parent = parent; self.name = name; self.task = task
         self.state = state; self.openedAt = openedAt; self.closedAt = closedAt
+        self.link = link; self.taskKind = taskKind; self.taskState = taskState
     }
 }
 
@@ -195,11 +244,16 @@ public struct LedgerSnapshot: Sendable, Codable {
     public var events: [LedgerEvent]
     /// Misuses caught since the ledger was created (most recent last, bounded).
     public var problems: [LedgerProblem]
+    /// Where the task tree came from (the runtime, or named scopes only and why), for dump headers.
+    public var taskTree: String?
+    /// Why parked results could not be proved from the runtime, when they could not (`nil`: they could).
+    public var inspectionUnavailable: String?
 
     public init(takenAt: MonotonicInstant, resources: [ResourceRecord] = [], holdings: [HoldingRecord] = [],
                 waits: [WaitRecord] = [], nodes: [TreeNodeRecord] = [], events: [LedgerEvent] = [],
-                problems: [LedgerProblem] = []) {
+                problems: [LedgerProblem] = [], taskTree: String? = nil, inspectionUnavailable: String? = nil) {
         self.takenAt = takenAt; self.resources = resources; self.holdings = holdings; self.waits = waits
         self.nodes = nodes; self.events = events; self.problems = problems
+        self.taskTree = taskTree; self.inspectionUnavailable = inspectionUnavailable
     }
 }

@@ -14,6 +14,11 @@
 ///   call — the holding slab — retains the node itself (``HoldingTable``).
 /// - `backtrace` points into the process-wide table of interned backtraces, which are never freed
 ///   (``BacktraceCapture``).
+///
+/// It also carries the task's structured ancestry, read from the runtime when the stamp was made
+/// (``TaskAncestry``), and the address of the task object — dereferenced only by the watchdog, and only
+/// while the stamp's task is suspended in a wait of the primitive whose lock it holds
+/// (``RuntimeTaskInspector``).
 @usableFromInline
 struct OwnerStamp: Sendable, BitwiseCopyable {
     @usableFromInline var task: TaskID
@@ -21,15 +26,23 @@ struct OwnerStamp: Sendable, BitwiseCopyable {
     @usableFromInline var site: StaticCallSite
     @usableFromInline var time: MonotonicInstant
     @usableFromInline var backtraceReference: Unmanaged<CapturedBacktrace>?
+    @usableFromInline var ancestry: TaskAncestry
+    @usableFromInline var taskAddress: UInt
+    /// Acquired by a scoped call (`withPermit`, `withConnection`): the holding object never reaches
+    /// user code, so only the end of that call — in the acquiring task — can release it.
+    @usableFromInline var isPinned = false
 
     @inlinable
     init(task: TaskID, node: Unmanaged<ScopeNode>?, site: StaticCallSite, time: MonotonicInstant,
-         backtrace: Unmanaged<CapturedBacktrace>?) {
+         backtrace: Unmanaged<CapturedBacktrace>?, ancestry: TaskAncestry = TaskAncestry(),
+         taskAddress: UInt = 0) {
         self.task = task
         self.nodeReference = node
         self.site = site
         self.time = time
         self.backtraceReference = backtrace
+        self.ancestry = ancestry
+        self.taskAddress = taskAddress
     }
 
     /// The scope the stamp was made in (valid while the stamp is held: see the type's notes).

@@ -1,13 +1,50 @@
-/// Assembles a ``LedgerSnapshot`` from the primitives' live records, turning stamps (task id plus
-/// task-local node) into tree nodes with their ancestors, each node once.
+/// Assembles a ``LedgerSnapshot`` from the primitives' live records.
+///
+/// The task tree is merged from two sources:
+/// - the runtime's structured ancestry recorded in each stamp (task ids and kinds, parent first),
+///   which is exact for task-group and `async let` children and says nothing of `Task {}`;
+/// - the named scopes bound in task-locals, which give names and, for tasks the runtime does not
+///   link (an unstructured `Task {}`, or everything when the runtime tree is unavailable), the scope
+///   the task inherited — a weaker, `inherited` link.
+/// A task's parent is its runtime parent when there is one — the innermost scope of that parent it
+/// was spawned in, when a scope says so, or else the parent task itself — and otherwise the scope it
+/// inherited. Scope records are read while the primitive's lock is held (a waiter's scope is only
+/// borrowed from its task-local binding); task parents are resolved in ``build(takenAt:problems:taskTree:)``,
+/// once every stamp has been seen, so the result does not depend on the order primitives are visited.
+///
+/// When the ledger may inspect the runtime, each waiter that is an ancestor of a holder of the same
+/// resource has its structured children read (``RuntimeTaskInspector``), under that resource's lock;
+/// holdings proved to sit only in a child's parked result get ``HoldingRecord/parked``.
 struct SnapshotBuilder {
     private(set) var resources: [ResourceRecord] = []
     private(set) var holdings: [HoldingRecord] = []
     private(set) var waits: [WaitRecord] = []
     private(set) var events: [LedgerEvent] = []
-    private var nodes: [NodeID: TreeNodeRecord] = [:]
+    private var scopes: [NodeID: TreeNodeRecord] = [:]
+    private var tasks: [TaskID: TaskFacts] = [:]
     /// Call sites converted once per distinct site, so 200,000 waiters at one line share one string.
     private var sites: [StaticCallSite: CallSite] = [:]
+
+    /// The accumulating-group type word to inspect waiters with; `nil`: no inspection.
+    let inspectionGroupType: UInt?
+    /// Why inspection was not possible, if it was attempted and failed.
+    private(set) var inspectionProblem: String?
+    /// Of the resource being visited: ancestors of its holders, and where each slot's record is.
+    private var holderAncestors: Set<UInt64> = []
+    private var holdingIndexBySlot: [Int32: Int] = [:]
+    private var currentResource: ResourceID?
+
+    private struct TaskFacts {
+        var runtimeParent: TaskID?
+        var kind: RuntimeTaskKind?
+        /// The scope the task inherited when it was spawned.
+        var inherited: NodeID?
+        var state: RuntimeTaskState?
+    }
+
+    init(inspectionGroupType: UInt? = nil) {
+        self.inspectionGroupType = inspectionGroupType
+    }
 
     private mutating func callSite(_ site: StaticCallSite) -> CallSite {
         if let known = sites[site] { return known }
@@ -18,71 +55,165 @@ struct SnapshotBuilder {
 
     mutating func add(_ resource: ResourceRecord) {
         resources.append(resource)
-        // Room for every waiter and holder of this resource (and a task node each) up front.
-        let expected = resource.waiting + resource.held
         waits.reserveCapacity(waits.count + resource.waiting)
         holdings.reserveCapacity(holdings.count + resource.held)
-        nodes.reserveCapacity(nodes.count + expected)
+        tasks.reserveCapacity(tasks.count + resource.waiting + resource.held)
+        currentResource = resource.id
+        holderAncestors.removeAll(keepingCapacity: true)
+        holdingIndexBySlot.removeAll(keepingCapacity: true)
     }
 
-    mutating func addHolding(id: UInt64, resource: ResourceID, kind: HoldingKind, stamp: OwnerStamp,
+    mutating func addHolding(id: UInt64, slot: Int32, resource: ResourceID, kind: HoldingKind, stamp: OwnerStamp,
                              acquiredBy: TaskID?) {
+        holdingIndexBySlot[slot] = holdings.count
+        for ancestor in stamp.ancestry.ancestors { holderAncestors.insert(ancestor.id.rawValue) }
         holdings.append(HoldingRecord(
             id: id, resource: resource, kind: kind, holder: node(for: stamp), holderTask: stamp.task,
             site: callSite(stamp.site), since: stamp.time,
             acquiredBy: acquiredBy == stamp.task ? nil : acquiredBy,
-            backtrace: stamp.backtrace?.addresses))
+            backtrace: stamp.backtrace?.addresses, pinned: stamp.isPinned))
     }
 
+    /// Records a waiter. Call it under the resource's lock, after its holdings: a waiter that is an
+    /// ancestor of one of them has its children inspected here.
     mutating func addWait(resource: ResourceID, kind: WaitKind, stamp: OwnerStamp, position: Int) {
         waits.append(WaitRecord(
             resource: resource, kind: kind, waiter: node(for: stamp), waiterTask: stamp.task,
             site: callSite(stamp.site), since: stamp.time, position: position))
+        if stamp.taskAddress != 0, tasks[stamp.task]?.state == nil {
+            tasks[stamp.task, default: TaskFacts()].state = .suspended
+        }
+        if let groupType = inspectionGroupType, !holderAncestors.isEmpty,
+           holderAncestors.contains(stamp.task.rawValue), stamp.taskAddress != 0 {
+            inspect(stamp, resource: resource, groupType: groupType)
+        }
+    }
+
+    private mutating func inspect(_ stamp: OwnerStamp, resource: ResourceID, groupType: UInt) {
+        switch RuntimeTaskInspector.inspect(task: stamp.taskAddress, id: stamp.task, groupType: groupType) {
+        case .notSuspended:
+            tasks[stamp.task, default: TaskFacts()].state = .running
+        case .unknownLayout(let problem):
+            inspectionProblem = problem
+        case .children(let children):
+            for child in children {
+                var facts = tasks[child.id] ?? TaskFacts()
+                facts.runtimeParent = stamp.task
+                facts.kind = child.kind
+                facts.state = child.state
+                tasks[child.id] = facts
+                for found in child.found where found.resource == resource && found.isSolelyParked {
+                    guard let index = holdingIndexBySlot[found.slot] else { continue }
+                    holdings[index].parked = ParkedResult(child: child.id, childKind: child.kind, parent: stamp.task,
+                                                          references: Int(found.inResult))
+                }
+            }
+        }
     }
 
     mutating func addEvents(_ newEvents: some Sequence<LedgerEvent>) { events.append(contentsOf: newEvents) }
 
-    /// The node a stamp belongs to, registering it and its ancestors.
+    /// The node a stamp belongs to, registering what it tells of the tree.
     mutating func node(for stamp: OwnerStamp) -> NodeID {
+        if stamp.ancestry.count == 0, stamp.nodeReference == nil {
+            // The common case at scale: a top-level task with no scope.
+            if tasks[stamp.task] == nil { tasks[stamp.task] = TaskFacts(kind: stamp.ancestry.kind) }
+            return .task(stamp.task)
+        }
+        noteAncestry(stamp.task, stamp.ancestry)
+        let chain = [stamp.task] + stamp.ancestry.ancestors.map(\.id)
         if let scope = stamp.node, scope.taskID == stamp.task {
-            return register(scope)
+            register(scope)
+            relate(chain[...], inherited: scope.taskParent)
+            return scope.nodeID
         }
-        return registerTask(stamp.task, inherited: stamp.node)
+        relate(chain[...], inherited: stamp.node)
+        return .task(stamp.task)
     }
 
-    private mutating func registerTask(_ task: TaskID, inherited: ScopeNode?) -> NodeID {
-        let id = NodeID.task(task)
-        if nodes[id] != nil { return id }
-        let parent = inherited.map { register($0) }
-        nodes[id] = TreeNodeRecord(id: id, kind: .task, parent: parent, name: nil, task: task,
-                                   state: nil, openedAt: nil, closedAt: nil)
-        return id
-    }
-
-    @discardableResult
-    private mutating func register(_ scope: ScopeNode) -> NodeID {
-        let id = scope.nodeID
-        if nodes[id] != nil { return id }
-        let parent: NodeID
-        if let up = scope.parent, up.taskID == scope.taskID {
-            parent = register(up)
-        } else {
-            parent = registerTask(scope.taskID, inherited: scope.taskParent)
+    private mutating func noteAncestry(_ task: TaskID, _ ancestry: TaskAncestry) {
+        var child = task
+        if tasks[task]?.kind == nil, let kind = ancestry.kind { tasks[task, default: TaskFacts()].kind = kind }
+        if tasks[task] == nil { tasks[task] = TaskFacts() }
+        for ancestor in ancestry.ancestors {
+            if tasks[child]?.runtimeParent == nil { tasks[child]?.runtimeParent = ancestor.id }
+            if tasks[ancestor.id]?.kind == nil { tasks[ancestor.id, default: TaskFacts()].kind = ancestor.kind }
+            child = ancestor.id
         }
-        nodes[id] = TreeNodeRecord(id: id, kind: .scope, parent: parent, name: scope.name,
-                                   task: scope.taskID, state: scope.state, openedAt: scope.openedAt,
-                                   closedAt: scope.closedAt)
-        return id
     }
 
-    func build(takenAt: MonotonicInstant, problems: [LedgerProblem]) -> LedgerSnapshot {
-        LedgerSnapshot(
+    /// Records which task of `chain` (a task, then its runtime ancestors) inherited each scope of the
+    /// chain that starts at `scope`.
+    private mutating func relate(_ chain: ArraySlice<TaskID>, inherited scope: ScopeNode?) {
+        var chain = chain
+        var next = scope
+        while let current = next, let bottom = chain.first {
+            register(current)
+            let owner = current.taskID
+            let inheritor: TaskID
+            if let index = chain.firstIndex(of: owner), index > chain.startIndex {
+                inheritor = chain[index - 1]
+                chain = chain[index...]
+            } else {
+                inheritor = chain.last ?? bottom
+                chain = [owner][...]
+            }
+            if tasks[inheritor]?.inherited == nil { tasks[inheritor, default: TaskFacts()].inherited = current.nodeID }
+            next = current.taskParent
+        }
+    }
+
+    private mutating func register(_ scope: ScopeNode) {
+        var next: ScopeNode? = scope
+        while let current = next, scopes[current.nodeID] == nil {
+            let parent: NodeID
+            let sameTask = current.parent.map { $0.taskID == current.taskID } ?? false
+            if sameTask, let up = current.parent {
+                parent = up.nodeID
+                next = up
+            } else {
+                parent = .task(current.taskID)
+                if tasks[current.taskID] == nil { tasks[current.taskID] = TaskFacts() }
+                next = nil
+            }
+            scopes[current.nodeID] = TreeNodeRecord(
+                id: current.nodeID, kind: .scope, parent: parent, name: current.name, task: current.taskID,
+                state: current.state, openedAt: current.openedAt, closedAt: current.closedAt, link: .sameTask)
+        }
+    }
+
+    func build(takenAt: MonotonicInstant, problems: [LedgerProblem], taskTree: String?,
+               inspectionUnavailable: String?) -> LedgerSnapshot {
+        var nodes = Array(scopes.values)
+        nodes.reserveCapacity(scopes.count + tasks.count)
+        for (task, facts) in tasks {
+            var parent: NodeID?
+            var link: TreeNodeRecord.ParentLink?
+            if let runtimeParent = facts.runtimeParent {
+                link = .structured
+                if let inherited = facts.inherited, scopes[inherited]?.task == runtimeParent {
+                    parent = inherited
+                } else {
+                    parent = .task(runtimeParent)
+                }
+            } else if let inherited = facts.inherited {
+                parent = inherited
+                link = .inherited
+            }
+            nodes.append(TreeNodeRecord(
+                id: .task(task), kind: .task, parent: parent, name: nil, task: task, state: nil,
+                openedAt: nil, closedAt: nil, link: link, taskKind: facts.kind, taskState: facts.state))
+        }
+        return LedgerSnapshot(
             takenAt: takenAt,
             resources: resources.sorted { $0.id < $1.id },
             holdings: holdings,
             waits: waits,
-            nodes: nodes.values.sorted { $0.id < $1.id },
+            nodes: nodes.sorted { $0.id < $1.id },
             events: events.sorted { $0.sequence < $1.sequence },
-            problems: problems)
+            problems: problems,
+            taskTree: taskTree,
+            inspectionUnavailable: inspectionProblem.map { "the runtime reader met an unexpected structure: \($0)" }
+                ?? inspectionUnavailable)
     }
 }

@@ -65,3 +65,9 @@ public final class Permit: Sendable {
         }
     }
 }
+
+extension Permit: RecordedHolding {
+    var recordedResource: ResourceID { semaphore.id }
+    var recordedSlot: Int32 { slot }
+    var isSpent: Bool { isReleased }
+}

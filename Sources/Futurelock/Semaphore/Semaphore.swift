@@ -78,7 +78,12 @@ public final class Semaphore: Sendable, HoldingTransferring {
     nonisolated(nonsending)
     public func acquire(fileID: StaticString = #fileID, line: UInt = #line,
                         function: StaticString = #function) async throws -> Permit {
-        let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
+        try await acquire(stamped: ledger.stamp(fileID: fileID, line: line, function: function))
+    }
+
+    @inline(__always)
+    nonisolated(nonsending)
+    private func acquire(stamped stamp: OwnerStamp?) async throws -> Permit {
         if let slot = state.withLock({ $0.tryAcquire(stamp) }) {
             record(.grant, stamp)
             return Permit(semaphore: self, slot: slot)
@@ -155,7 +160,11 @@ public final class Semaphore: Sendable, HoldingTransferring {
         isolation: isolated (any Actor)? = #isolation,
         _ body: () async throws -> Result
     ) async throws -> Result {
-        let permit = try await acquire(fileID: fileID, line: line, function: function)
+        // The permit never reaches `body`, so only the end of this call can release it: the ledger
+        // marks the holding pinned, which lets the watchdog prove a lock that rests on it.
+        var stamp = ledger.stamp(fileID: fileID, line: line, function: function)
+        stamp?.isPinned = true
+        let permit = try await acquire(stamped: stamp)
         defer { permit.release(fileID: fileID, line: line, function: function) }
         return try await body()
     }
@@ -223,8 +232,8 @@ extension Semaphore: LedgerTracked {
             builder.add(ResourceRecord(
                 id: id, kind: .semaphore, name: name, capacity: capacity, available: machine.available,
                 held: machine.held, waiting: machine.waiters.count))
-            machine.holdings.forEach { entry in
-                builder.addHolding(id: entry.serial, resource: id, kind: .permit, stamp: entry.stamp,
+            machine.holdings.forEach { slot, entry in
+                builder.addHolding(id: entry.serial, slot: slot, resource: id, kind: .permit, stamp: entry.stamp,
                                    acquiredBy: entry.acquiredBy)
             }
             machine.waiters.forEachInOrder { position, _, waiter in

@@ -108,6 +108,11 @@ struct TaskContextReader: @unchecked Sendable {
     @inlinable @inline(__always)
     var task: TaskID { TaskID.current(via: currentTask) }
 
+    /// The running task object (unretained; only used while the task is provably alive), or `nil`
+    /// outside a task or where `swift_task_getCurrent` was not found.
+    @inlinable @inline(__always)
+    var taskObject: OpaquePointer? { currentTask?() }
+
     /// `TaskTree.currentNode`, unretained: the binding that holds it outlives the caller's use.
     @inlinable @inline(__always)
     var node: Unmanaged<ScopeNode>? {

@@ -126,30 +126,41 @@ public enum Detector {
         let waiter = party(wait, index)
         let proof = Proof(holdings: Set(edges.map { holdingKey($0.holding) }), waits: [waitKey(wait)])
         let unit = unitName(edges.first?.holding.kind ?? .permit)
+        let certain = edges.allSatisfy(\.proved)
+        let unproved = certain ? [] : unprovedNote(index)
 
         if let culprit = parked.first {
             let holder = party(culprit.holding, index)
-            let certain = parked.allSatisfy { if case .parked(true, _) = $0.blocker { return true } else { return false } }
             var evidence = [
                 "\(waiter.pathDescription) waits for \(resource.label) at \(wait.site) (position \(wait.position))",
                 "every \(unit) of \(resource.label) is held inside the waiting task's own tree",
             ]
-            var scopeName: String?
+            var what = "a child task"
             for edge in parked {
-                if case .parked(let sure, let scope) = edge.blocker {
-                    let who = index.path(of: edge.holding.holder).joined(separator: " › ")
-                    if sure {
-                        scopeName = scopeName ?? scope
-                        evidence.append("\(who) holds a \(unit) acquired at \(edge.holding.site); its scope '\(scope ?? "?")' has finished and its result has not been consumed")
+                guard case .parked(let how) = edge.blocker else { continue }
+                let who = index.path(of: edge.holding.holder).joined(separator: " › ")
+                let site = edge.holding.site
+                switch how {
+                case .runtime(let result):
+                    what = "its finished \(result.childKind) task \(result.child.rawValue)"
+                    evidence.append("the \(unit) acquired at \(site) by \(who) is held only by the result of task \(result.child.rawValue) (\(result.childKind)), which has finished and which task \(result.parent.rawValue) has not consumed: the runtime shows the result holding the \(unit) object \(result.references == 1 ? "once" : "\(result.references) times"), and no other strong, unowned or weak reference to it exists")
+                case .annotation(let scope):
+                    what = "'\(scope)'"
+                    evidence.append("\(who) holds a \(unit) acquired at \(site); its scope '\(scope)' has finished and its result has not been taken — suspected: the runtime did not show the \(unit) alone in a parked result, so it may have been passed on")
+                case .inferred(let structured, let finished):
+                    if finished {
+                        evidence.append("\(who) is a structured child of the waiter that the runtime shows finished, holding a \(unit) acquired at \(site) — suspected: its result does not hold the \(unit) object alone and directly (it may hold it inside another object, or the \(unit) may have been passed on)")
+                    } else if structured {
+                        evidence.append("\(who) is a structured child of the waiter, holding a \(unit) acquired at \(site); the runtime's view of it could not be read, it is not waiting on anything, and the holding and the parent's wait are both older than the grace period")
                     } else {
-                        evidence.append("\(who) is a child task of the waiter (not annotated, so the runtime does not say whether it finished) that holds a \(unit) acquired at \(edge.holding.site); it is not waiting on anything, and both the holding and the parent's wait are older than the grace period")
+                        evidence.append("\(who) inherited the waiter's scope without being its structured child (an unstructured `Task {}`), holding a \(unit) acquired at \(site); whoever holds its task handle could take its result, so nothing proves the waiter alone can release it — both the holding and the wait are older than the grace period")
                     }
                 }
             }
-            if edges.contains(where: { $0.blocker == .selfHeld }) {
+            if edges.contains(where: { if case .selfHeld = $0.blocker { return true } else { return false } }) {
                 evidence.append("the waiting task also holds a \(unit) of it directly")
             }
-            let what = scopeName.map { "'\($0)'" } ?? "a child task"
+            evidence += unproved
             let summary = "\(waiter.pathDescription) waits for \(resource.label), whose \(unit) is held by \(what) it no longer drives"
             let explanation = """
                 \(waiter.pathDescription) is suspended at \(wait.site) waiting for \(resource.label). \
@@ -172,6 +183,11 @@ public enum Detector {
 
         let held = edges.first!.holding
         let holder = party(held, index)
+        var evidence = ["\(waiter.pathDescription) holds every \(unit) of \(resource.label) (acquired at \(held.site))",
+                        "the same task waits for \(resource.label) at \(wait.site)"]
+        for edge in edges where !edge.proved {
+            evidence.append("the \(unit) acquired at \(edge.holding.site) is a `\(objectName(edge.holding.kind))` object, which the task may have handed to another task (captured by a `Task {}`, sent through an `AsyncStream` or a channel) — the ledger cannot see where it is now, and if it was handed off this wait ends when that task releases it; both the holding and the wait are older than the grace period. Acquire with `\(scopedName(edge.holding.kind))` to make such a lock provable")
+        }
         let summary = "\(waiter.pathDescription) waits for \(resource.label) while holding every \(unit) of it itself"
         let explanation = """
             \(waiter.pathDescription) acquired \(resource.label) at \(held.site) and, still holding it, waits \
@@ -180,14 +196,36 @@ public enum Detector {
             """
         return Candidate(
             finding: Finding(
-                kind: .selfDeadlock, certainty: .certain,
-                evidence: ["\(waiter.pathDescription) holds every \(unit) of \(resource.label) (acquired at \(held.site))",
-                           "the same task waits for \(resource.label) at \(wait.site)"],
-                gracePeriod: nil, resource: resource, holder: holder, waiter: waiter, cycle: [],
+                kind: .selfDeadlock, certainty: certain ? .certain : .suspected,
+                evidence: evidence,
+                gracePeriod: certain ? nil : policy.gracePeriod.secondsDouble, resource: resource, holder: holder,
+                waiter: waiter, cycle: [],
                 queued: queued, queuedBySite: groups, summary: summary, explanation: explanation,
                 fix: "Release the \(unit) acquired at \(held.site) before acquiring again, or pass it down instead of re-acquiring (for example, take a `Permit` parameter in the inner function). If the inner code really needs its own \(unit), give it a separate resource.",
                 key: "selfDeadlock:\(resource.id.rawValue):\(task.rawValue)"),
             proof: proof)
+    }
+
+    /// Evidence lines saying why the runtime could not prove more, when the snapshot says why.
+    static func unprovedNote(_ index: SnapshotIndex) -> [String] {
+        guard let reason = index.snapshot.inspectionUnavailable else { return [] }
+        return ["parked results could not be read from the runtime: \(reason)"]
+    }
+
+    static func objectName(_ kind: HoldingKind) -> String {
+        switch kind {
+        case .permit: return "Permit"
+        case .sendSlot: return "SendPermit"
+        case .connection: return "Lease"
+        }
+    }
+
+    static func scopedName(_ kind: HoldingKind) -> String {
+        switch kind {
+        case .permit: return "withPermit"
+        case .sendSlot: return "send(_:)"
+        case .connection: return "withConnection"
+        }
     }
 
     static func unitName(_ kind: HoldingKind) -> String {
@@ -235,7 +273,7 @@ public enum Detector {
             let resource = index.resourceLabel(wait.resource)
             for edge in result.edges[task] ?? [] where members.contains(edge.to) {
                 holdings.insert(holdingKey(edge.holding))
-                if case .parked(false, _) = edge.blocker { certain = false }
+                if !edge.proved { certain = false }
                 firstHolding = firstHolding ?? edge.holding
                 lines.append("\(index.path(of: wait.waiter).joined(separator: " › ")) waits at \(wait.site) for \(resource.label), held by \(index.path(of: edge.holding.holder).joined(separator: " › ")) (acquired at \(edge.holding.site))")
             }
@@ -256,10 +294,38 @@ public enum Detector {
         let groups = counts.map { Finding.QueueGroup(site: $0.key, count: $0.value) }
             .sorted { ($0.count, $1.site.description) > ($1.count, $0.site.description) }
         let names = Set(ordered.compactMap { index.waitByTask[$0].map { index.resourceLabel($0.resource).label } }).sorted()
+        var evidence = lines
+        for task in ordered {
+            for edge in result.edges[task] ?? [] where members.contains(edge.to) && !edge.proved {
+                evidence.append("the \(unitName(edge.holding.kind)) acquired at \(edge.holding.site) is a `\(objectName(edge.holding.kind))` object its holder may have handed to another task, which the ledger cannot see — acquire with `\(scopedName(edge.holding.kind))` to make such a lock provable")
+            }
+        }
+        if !certain { evidence += unprovedNote(index) }
+        // All in one structured tree: the parent waits behind its own child, which waits behind it.
+        if let root = ordered.first(where: { candidate in
+            ordered.allSatisfy { $0 == candidate || index.isStructuredAncestor(candidate, of: $0) }
+        }), let rootWait = index.waitByTask[root] {
+            let rootResource = index.resourceLabel(rootWait.resource)
+            let waiter = party(rootWait, index)
+            let blocking = (result.edges[root] ?? []).first { members.contains($0.to) }?.holding ?? firstHolding
+            let holder = blocking.map { party($0, index) }
+            let (rootQueued, rootGroups) = queue(on: rootWait.resource, except: root, index)
+            return Candidate(
+                finding: Finding(
+                    kind: .futurelock, certainty: certain ? .certain : .suspected,
+                    evidence: ["\(waiter.pathDescription) and work inside its own structured tree wait for each other"] + evidence,
+                    gracePeriod: certain ? nil : policy.gracePeriod.secondsDouble, resource: rootResource,
+                    holder: holder, waiter: waiter, cycle: lines, queued: rootQueued, queuedBySite: rootGroups,
+                    summary: "\(waiter.pathDescription) waits for \(rootResource.label), held by its own child task, which is blocked behind it",
+                    explanation: "\(waiter.pathDescription) is suspended at \(rootWait.site) waiting for \(rootResource.label), held inside its own task tree by \(holder?.pathDescription ?? "a child task"). That child is itself waiting, and what it waits for can only come once the parent goes on: " + lines.joined(separator: "; ") + ". The parent cannot finish its child's scope while it waits, and the child cannot release while the parent holds what it needs." + queueText(rootQueued),
+                    fix: "Do not hold what a child task needs while waiting for what the child holds: release the parent's holding before waiting (or before starting the child), or have the child acquire both in the parent's order. If the child's result is what releases it, consume the child (await the `async let`, drain the group) before waiting.",
+                    key: "futurelock:cycle:" + ordered.map { String($0.rawValue) }.joined(separator: ",")),
+                proof: Proof(holdings: holdings, waits: waits))
+        }
         return Candidate(
             finding: Finding(
                 kind: .deadlock, certainty: certain ? .certain : .suspected,
-                evidence: lines, gracePeriod: certain ? nil : policy.gracePeriod.secondsDouble, resource: resource,
+                evidence: evidence, gracePeriod: certain ? nil : policy.gracePeriod.secondsDouble, resource: resource,
                 holder: firstHolding.map { party($0, index) }, waiter: party(firstWait, index), cycle: lines,
                 queued: queued, queuedBySite: groups,
                 summary: "\(ordered.count) tasks wait for each other in a cycle over \(names.joined(separator: ", "))",

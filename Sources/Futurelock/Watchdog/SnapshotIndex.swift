@@ -52,6 +52,26 @@ struct SnapshotIndex {
         }
     }
 
+    /// What the runtime showed a task doing, when the snapshot knows.
+    func taskState(of task: TaskID) -> RuntimeTaskState? {
+        nodes[.task(task)]?.taskState
+    }
+
+    /// Whether `ancestor` is a runtime ancestor of `task` through structured links only.
+    func isStructuredAncestor(_ ancestor: TaskID, of task: TaskID) -> Bool {
+        var current = nodes[.task(task)]
+        var guardCount = 0
+        while let node = current, guardCount < 10_000 {
+            guardCount += 1
+            guard let parent = node.parent else { return false }
+            if node.kind == .task, node.link != .structured { return false }
+            if case .task(let id) = parent, id == ancestor { return true }
+            if let up = nodes[parent], up.task == ancestor { return true }
+            current = nodes[parent]
+        }
+        return false
+    }
+
     func resourceLabel(_ id: ResourceID) -> Finding.Resource {
         let record = resources[id]
         return Finding.Resource(id: id, kind: record?.kind ?? .semaphore, name: record?.name ?? id.description)

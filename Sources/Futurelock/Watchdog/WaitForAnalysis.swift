@@ -1,26 +1,50 @@
-/// Classifies the waits of one snapshot: who is stuck for good, and why.
+/// Classifies the waits of one snapshot: who is stuck for good, why, and how sure that is.
 ///
 /// ## The rule
 /// A waiter W on resource R can never be granted when every unit of R is held by something that
 /// cannot release while W waits:
-/// - W's own task (it is suspended in this very wait) — *self*;
-/// - work inside W's own tree that W no longer drives: a descendant whose innermost tracked scope has
-///   finished (or was cancelled) without its result being consumed — *parked* (certain) — or an
-///   un-annotated descendant task, whose state the runtime does not tell us — *parked* (suspected,
-///   only after the grace period);
+/// - W's own task (it is suspended in this very wait) — *self*. Proved only when the holding is
+///   *pinned* (acquired by `withPermit`/`withConnection`, so the object never reached user code);
+///   a `Permit` or `Lease` object the task holds may have been handed to another task (captured by a
+///   `Task {}`, sent through an `AsyncStream`), which the ledger cannot see, so an unpinned one only
+///   counts once it and the wait are older than the grace period, and then as suspected;
+/// - work inside W's own tree that W no longer drives — *parked*:
+///   - proved by the runtime: the holding object sits in the result of a finished structured child
+///     of W (task group, `async let`) that W has not consumed, and nothing else refers to it;
+///   - named: the innermost tracked scope between the holder and W has finished or was cancelled
+///     (`TaskTree.child`, `TaskTree.race`) — suspected, because the result may have been passed on;
+///   - inferred: a descendant of W — a structured child the runtime shows finished, or any task
+///     whose state the runtime does not show — holding since before the grace period — suspected;
 /// - a task that is itself stuck, or parked work inside a stuck task's tree.
-/// The set of stuck tasks is the greatest fixed point of that rule: start from every waiting task and
-/// remove any whose resource has a holder that could still release, until nothing changes.
+/// A descendant the runtime shows running, enqueued or suspended elsewhere can still release, and so
+/// can anything outside W's tree, or a holding *in transit*.
 ///
-/// Each stuck task then points at the tasks responsible for its blockers. A task that points only at
-/// itself is a futurelock (some blocker is parked) or a self-deadlock (all blockers are its own); a
-/// cycle through several tasks is a deadlock; a stuck task outside any cycle is a victim, counted in
-/// the queue of the finding it waits behind.
+/// The set of stuck tasks is the greatest fixed point of that rule: start from every waiting task and
+/// remove any whose resource has a holder that could still release, until nothing changes. Each
+/// stuck task then points at the tasks responsible for its blockers; an edge is *proved* only as
+/// said above, and a finding is `certain` only when every edge it rests on is.
 struct WaitForAnalysis {
+    /// How a holding proves that it is parked in the waiter's tree.
+    enum ParkedEvidence: Equatable {
+        /// The runtime showed the holding object alone in a finished child's unconsumed result.
+        case runtime(ParkedResult)
+        /// A named scope between the holder and the waiter finished (or was cancelled) unconsumed.
+        case annotation(scope: String)
+        /// The holder descends from the waiter (through structured links only, or not) and has held
+        /// since before the grace period; `finished` when the runtime showed the child finished.
+        case inferred(structured: Bool, finished: Bool)
+
+        var isProved: Bool {
+            if case .runtime = self { return true }
+            return false
+        }
+    }
+
     /// Why a holding blocks a waiter.
     enum Blocker: Equatable {
-        case selfHeld
-        case parked(certain: Bool, scope: String?)
+        /// The waiting task holds it itself; `pinned` when a scoped call holds it.
+        case selfHeld(pinned: Bool)
+        case parked(ParkedEvidence)
         case runningChild(scope: String)
         case other
     }
@@ -51,24 +75,43 @@ struct WaitForAnalysis {
     func relation(_ holding: HoldingRecord, to waiter: TaskID) -> Blocker {
         // Handed off and not yet claimed: whoever has it can release it.
         if holding.holderTask == .none { return .other }
-        if holding.holderTask == waiter { return .selfHeld }
+        if let parked = holding.parked, parked.parent == waiter { return .parked(.runtime(parked)) }
+        if holding.holderTask == waiter { return .selfHeld(pinned: holding.isPinned) }
         // A holder that is itself waiting is blocked, not parked: the cycle analysis decides.
         if index.waitByTask[holding.holderTask] != nil { return .other }
-        // Below the waiter's own nodes, the innermost scope that is not `consumed` decides.
-        var verdict: Blocker?
+        // Walk up from the holder to the waiter's own nodes. The innermost tracked scope that is not
+        // consumed, and the runtime's view of the waiter's child on the way, decide.
+        var annotated: Blocker?
+        var structured = true
+        var below: TreeNodeRecord?
         for node in chain(of: holding.holder) {
-            if node.task == waiter { return verdict ?? .parked(certain: false, scope: nil) }
-            if verdict == nil, node.kind == .scope {
+            if node.task == waiter {
+                if let annotated { return annotated }
+                // `below` is the waiter's child task on the way (or a scope of it).
+                let childState = below.flatMap { index.taskState(of: $0.task) }
+                switch childState {
+                case .running?, .enqueued?, .suspended?:
+                    return .runningChild(scope: "task \(below!.task.rawValue)")
+                case .failed?:
+                    return .other
+                case .finished?:
+                    return .parked(.inferred(structured: structured, finished: true))
+                case nil:
+                    return .parked(.inferred(structured: structured, finished: false))
+                }
+            }
+            if node.kind == .task, node.link != .structured { structured = false }
+            if annotated == nil, node.kind == .scope {
                 switch node.state {
-                case .finished?, .cancelled?: verdict = .parked(certain: true, scope: node.name)
-                case .running?: verdict = .runningChild(scope: node.name ?? node.id.description)
+                case .finished?, .cancelled?: annotated = .parked(.annotation(scope: node.name ?? node.id.description))
+                case .running?: annotated = .runningChild(scope: node.name ?? node.id.description)
                 case .consumed?, nil: break
                 }
             }
+            below = node
         }
         return .other
     }
-
     /// A resource whose every unit is held by a recorded holding (nothing free, nothing buffered or
     /// being created whose fate the ledger cannot see).
     func isSaturated(_ resource: ResourceID) -> Bool {
@@ -82,6 +125,8 @@ struct WaitForAnalysis {
         var to: TaskID
         var holding: HoldingRecord
         var blocker: Blocker
+        /// Whether the edge is proved (see the type's notes); a finding is certain only if all are.
+        var proved: Bool
     }
 
     struct Result {
@@ -94,26 +139,40 @@ struct WaitForAnalysis {
         return index.age(since: holding.since) >= grace && index.age(since: wait.since) >= grace
     }
 
-    /// The task responsible for `holding` from the point of view of `waiter`, if it is stuck.
+    /// The task responsible for `holding` from the point of view of `waiter`, if it is stuck, and
+    /// whether that is proved.
     private func responsible(for holding: HoldingRecord, waiter: WaitRecord, stuck: Set<TaskID>)
-        -> (TaskID, Blocker)?
+        -> (TaskID, Blocker, Bool)?
     {
         let direct = relation(holding, to: waiter.waiterTask)
         switch direct {
-        case .selfHeld: return (waiter.waiterTask, direct)
-        case .parked(let certain, _):
-            if certain || graceMet(holding, waiter) { return (waiter.waiterTask, direct) }
-            return nil
+        case .selfHeld(let pinned):
+            if pinned { return (waiter.waiterTask, direct, true) }
+            return graceMet(holding, waiter) ? (waiter.waiterTask, direct, false) : nil
+        case .parked(let evidence):
+            switch evidence {
+            case .runtime: return (waiter.waiterTask, direct, true)
+            case .annotation: return (waiter.waiterTask, direct, false)
+            case .inferred: return graceMet(holding, waiter) ? (waiter.waiterTask, direct, false) : nil
+            }
         case .runningChild: return nil
         case .other: break
         }
-        if stuck.contains(holding.holderTask) { return (holding.holderTask, .other) }
+        if stuck.contains(holding.holderTask) {
+            // The holder is stuck in a wait; it still has the holding only if it never passed it on.
+            return (holding.holderTask, .other, holding.isPinned)
+        }
         // Parked work inside the tree of some other stuck task.
         for node in chain(of: holding.holder) where node.task != holding.holderTask {
             guard stuck.contains(node.task), let ownerWait = index.waitByTask[node.task] else { continue }
-            switch relation(holding, to: node.task) {
-            case .parked(let certain, _) where certain || graceMet(holding, ownerWait):
-                return (node.task, .parked(certain: certain, scope: nil))
+            let blocker = relation(holding, to: node.task)
+            switch blocker {
+            case .parked(.runtime):
+                return (node.task, blocker, true)
+            case .parked(.annotation):
+                return (node.task, blocker, false)
+            case .parked(.inferred) where graceMet(holding, ownerWait):
+                return (node.task, blocker, false)
             default:
                 return nil
             }
@@ -136,11 +195,11 @@ struct WaitForAnalysis {
                 var out: [Edge] = []
                 var ok = true
                 for holding in index.holdingsByResource[wait.resource] ?? [] {
-                    guard let (target, blocker) = responsible(for: holding, waiter: wait, stuck: stuck) else {
+                    guard let (target, blocker, proved) = responsible(for: holding, waiter: wait, stuck: stuck) else {
                         ok = false
                         break
                     }
-                    out.append(Edge(from: task, to: target, holding: holding, blocker: blocker))
+                    out.append(Edge(from: task, to: target, holding: holding, blocker: blocker, proved: proved))
                 }
                 if ok {
                     edges[task] = out

@@ -1,0 +1,159 @@
+import Logging
+import Synchronization
+
+/// Whether the watchdog may read suspended waiters' children (``RuntimeTaskInspector``), decided once
+/// per process by a self-test that forms two real futurelocks and checks that the reader proves them.
+///
+/// The ancestry recorded on the hot path needs only the parent link and the job flags, which the
+/// runtime's debugger symbols vouch for. The inspector reads more — status records, the task-group
+/// object, the future fragment — whose layout the debugger version number does not pin down as
+/// tightly. So before it is trusted, the self-test runs it on tasks whose shape it knows: a task-group
+/// child and an `async let` child that each finish holding a permit while their parent waits for it.
+/// Only if both are proved, and a discarding group is told apart from an accumulating one, are proofs
+/// used; otherwise findings that would rest on them stay `suspected`, and the reason is kept in
+/// ``TaskTree/runtimeInspectionStatus``.
+enum RuntimeInspection {
+    /// When a ledger's snapshots may inspect waiters.
+    enum Mode: Sendable {
+        /// Never (the ledger does not read the runtime).
+        case never
+        /// Once the self-test has passed (every ledger users make).
+        case whenVerified
+        /// Always, with this accumulating-group type word (the self-test's own ledger).
+        case trusting(groupType: UInt)
+    }
+
+    enum Status: Sendable {
+        case notStarted
+        case running
+        case verified(groupType: UInt)
+        case failed(String)
+    }
+
+    static let status = Mutex<Status>(.notStarted)
+
+    /// The self-test, started on first use.
+    static let selfTest: Task<Status, Never> = Task.detached {
+        status.withLock { $0 = .running }
+        let outcome = await runSelfTest()
+        status.withLock { $0 = outcome }
+        return outcome
+    }
+
+    /// The accumulating-group type word to inspect with, or `nil` when `mode` does not allow
+    /// inspecting now. Starts the self-test the first time it is asked.
+    static func groupType(for mode: Mode) -> UInt? {
+        switch mode {
+        case .never:
+            return nil
+        case .trusting(let groupType):
+            return groupType
+        case .whenVerified:
+            let current = status.withLock { $0 }
+            switch current {
+            case .verified(let groupType): return groupType
+            case .notStarted: _ = selfTest; return nil
+            case .running, .failed: return nil
+            }
+        }
+    }
+
+    private static let loggedUnavailable = Atomic<Bool>(false)
+
+    static func logUnavailableOnce(_ availability: RuntimeTreeAvailability, to logger: Logger) {
+        guard !loggedUnavailable.exchange(true, ordering: .relaxed) else { return }
+        logger.notice("\(availability.description); futurelocks in un-annotated code are reported as suspected at best — name sub-operations with TaskTree.scope/TaskTree.child for clearer dumps")
+    }
+
+    // MARK: - The self-test
+
+    private static func runSelfTest() async -> Status {
+        guard RuntimeTaskLayout.current.availability.isAvailable else {
+            return .failed(RuntimeTaskLayout.current.availability.description)
+        }
+        guard SafeMemory.isAvailable else { return .failed("process_vm_readv is not available") }
+        let accumulating = await withTaskGroup(of: Void.self) { _ in
+            RuntimeTaskInspector.innermostGroupTypeOfCurrentTask()
+        }
+        let throwing = try? await withThrowingTaskGroup(of: Void.self) { _ in
+            RuntimeTaskInspector.innermostGroupTypeOfCurrentTask()
+        }
+        let discarding = await withDiscardingTaskGroup(returning: UInt?.self) { _ in
+            RuntimeTaskInspector.innermostGroupTypeOfCurrentTask()
+        }
+        guard let accumulating, accumulating != 0, throwing == accumulating else {
+            return .failed("task groups were not found among a task's status records")
+        }
+        guard let discarding, discarding != accumulating else {
+            return .failed("discarding and accumulating task groups could not be told apart")
+        }
+        for shape in [ParkedShape.groupChild, .asyncLet] {
+            if let failure = await prove(shape, groupType: accumulating) { return .failed(failure) }
+        }
+        return .verified(groupType: accumulating)
+    }
+
+    enum ParkedShape { case groupChild, asyncLet }
+
+    /// Forms a futurelock of `shape` on a private semaphore and checks that a snapshot proves the
+    /// child's parked permit and relates the child to its parent; `nil` when it does.
+    private static func prove(_ shape: ParkedShape, groupType: UInt) async -> String? {
+        let quiet = Logger(label: "futurelock.runtime-self-test", factory: { _ in SwiftLogNoOpLogHandler() })
+        let ledger = Ledger(configuration: .init(), logger: quiet, inspection: .trusting(groupType: groupType))
+        guard let semaphore = try? Semaphore(name: "runtime-self-test", permits: 1, ledger: ledger) else {
+            return "could not create the test semaphore"
+        }
+        let parent = Task.detached {
+            switch shape {
+            case .groupChild:
+                try await withThrowingTaskGroup(of: Permit.self) { group in
+                    group.addTask { try await semaphore.acquire() }
+                    while semaphore.availablePermits > 0 { try Task.checkCancellation(); await Task.yield() }
+                    try await semaphore.acquire().release()
+                }
+            case .asyncLet:
+                async let held = semaphore.acquire()
+                while semaphore.availablePermits > 0 { try Task.checkCancellation(); await Task.yield() }
+                try await semaphore.acquire().release()
+                try await held.release()
+            }
+        }
+        defer { parent.cancel() }
+        let deadline = ContinuousClock.now + .seconds(5)
+        var last = "the lock did not form"
+        while ContinuousClock.now < deadline {
+            let snapshot = ledger.snapshot()
+            if let wait = snapshot.waits.first, let holding = snapshot.holdings.first {
+                let nodes = Dictionary(snapshot.nodes.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+                let related = nodes[holding.holder]?.parent == .task(wait.waiterTask)
+                if holding.parked?.child == holding.holderTask, related { return nil }
+                last = related ? "the parked permit was not proved" : "the child was not related to its parent"
+            }
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+        parent.cancel()
+        _ = await parent.result
+        return "\(shape): \(last)"
+    }
+}
+
+extension TaskTree {
+    /// Whether the watchdog proves parked results by reading suspended waiters' children, and if not,
+    /// why: `nil` while the one-time self-test has not finished (it starts with the first snapshot).
+    public static var runtimeInspectionStatus: String? {
+        switch RuntimeInspection.status.withLock({ $0 }) {
+        case .notStarted, .running: return nil
+        case .verified: return "verified: parked results are read from the runtime"
+        case .failed(let reason): return "unavailable: \(reason)"
+        }
+    }
+
+    /// Waits for the one-time self-test of the runtime reader (a few milliseconds) and says whether
+    /// parked results can be proved. The watchdog's `run()` calls it before its first check; call it
+    /// before calling `check()` yourself if you want proofs from the first check on.
+    @discardableResult
+    public static func verifyRuntimeInspection() async -> Bool {
+        if case .verified = await RuntimeInspection.selfTest.value { return true }
+        return false
+    }
+}

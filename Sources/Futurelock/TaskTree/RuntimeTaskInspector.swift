@@ -1,0 +1,309 @@
+// Reads the structured children of a task that is suspended in a wait of an instrumented primitive,
+// and proves which holdings sit, unshared, in the results those children have parked.
+//
+// When it is sound. The reader runs under the lock of the primitive the task waits on, after checking
+// that the task is still queued there and that the runtime marks it suspended. Such a task cannot run
+// until that primitive resumes it, which needs the lock — so it cannot consume a group result, leave a
+// task group, or finish an `async let` meanwhile. That is what keeps the memory read here alive:
+// - the task's status records (its task groups and `async let`s) are its own and stay put;
+// - a child of an (accumulating) task group stays linked to the group, and allocated, until the parent
+//   consumes it with `next()` or leaves the group — both need the parent to run;
+// - an `async let` child lives in its parent's frame until the parent awaits or leaves it.
+// A discarding group frees each child the moment it completes, from the child's own thread, so its
+// children are never read: their results are `Void` anyway and cannot carry a holding. The runtime
+// does not mark a group as discarding except through the group object's type, so the reader only
+// walks groups whose type it has seen to be an accumulating group (learned by the self-test).
+//
+// The proof of a parked holding. A finished child's result is copied out (its value witnesses retain
+// what it holds), searched for permit, send-slot and lease objects along value paths (structs, enums,
+// tuples, optionals — not through other objects or collections, whose contents a copy does not
+// retain), and for each one found the object's strong reference count is read while the copy is alive
+// and again after it is gone. The difference is how many references the result itself holds; when
+// that is all the references there are — no other strong reference, no unowned one, no weak one (a
+// side table) — nothing but the parked result can ever release the holding. Anything less proves
+// nothing, and the finding stays `suspected`.
+//
+// What it cannot see: references kept as `Unmanaged` or `unowned(unsafe)`, which the counts do not
+// include, and a result that carries an object's address without owning it.
+
+import Synchronization
+
+/// How a task stands, as the runtime's status flags (and its future's status) say.
+public enum RuntimeTaskState: String, Sendable, Hashable, Codable, CustomStringConvertible {
+    /// On a thread right now.
+    case running
+    /// Ready to run, waiting for an executor.
+    case enqueued
+    /// Suspended (awaiting something).
+    case suspended
+    /// Completed with a value that has not been consumed by the parent yet.
+    case finished
+    /// Completed by throwing.
+    case failed
+
+    public var description: String { rawValue }
+}
+
+/// A holding object found directly in a parked child result, with the counts that prove (or not)
+/// that nothing else refers to it.
+struct FoundHolding: Sendable {
+    var resource: ResourceID
+    var slot: Int32
+    /// References the result itself holds.
+    var inResult: UInt64
+    /// Strong references in all.
+    var strong: UInt64
+    /// Unowned references plus one.
+    var unowned: UInt64
+
+    /// Only the parked result refers to the object.
+    var isSolelyParked: Bool { inResult > 0 && strong == inResult && unowned == 1 }
+}
+
+/// One structured child of a suspended waiter.
+struct InspectedChild: Sendable {
+    var id: TaskID
+    var kind: RuntimeTaskKind
+    var state: RuntimeTaskState
+    /// Holdings found in its result (only for `finished` children).
+    var found: [FoundHolding]
+}
+
+/// A permit, send slot or lease object: what the reader looks for inside parked results.
+protocol RecordedHolding: AnyObject {
+    var recordedResource: ResourceID { get }
+    var recordedSlot: Int32 { get }
+    /// Released, sent on, or returned already.
+    var isSpent: Bool { get }
+}
+
+enum RuntimeTaskInspector {
+    // Offsets for layout version 1 on 64-bit platforms (checked by `RuntimeTaskLayout` and the
+    // self-test before anything here is used).
+    static let statusFlagsOffset = 96
+    static let statusRecordOffset = 104
+    static let runningFlag: UInt32 = 0x800
+    static let enqueuedFlag: UInt32 = 0x1000
+    static let completeFlag: UInt32 = 0x2000
+    static let dependencyFlag: UInt32 = 0x4000
+
+    static let recordParentOffset = 8
+    static let asyncLetRecordKind: UInt8 = 1
+    static let taskGroupRecordKind: UInt8 = 2
+    static let highestKnownRecordKind: UInt8 = 6
+    static let recordFirstChildOffset = 16
+    static let asyncLetTaskAndFlagsOffset = 24
+    /// A group's status record sits one word into the group object.
+    static let groupRecordOffsetInGroup = 8
+
+    static let childParentOffset = 208
+    static let childNextOffset = 216
+    static let groupChildGroupOffset = 224
+    static let futureFragmentOffset = 224
+    static let groupChildFragmentSize = 8
+    static let futureResultTypeOffset = 8
+    static let futureStorageOffset = 24
+
+    /// Bounds on the walk, so a corrupted or unexpected structure cannot make it loop for long.
+    static let maximumRecords = 1024
+    static let maximumChildren = 100_000
+
+    enum Outcome {
+        /// The task is not (yet) suspended; nothing was read.
+        case notSuspended
+        /// A status record of a kind this reader does not know: the layout differs.
+        case unknownLayout(String)
+        case children([InspectedChild])
+    }
+
+    /// Reads the children of `task` (id `id`), which must be queued in a wait of a primitive whose
+    /// lock the caller holds. `groupType` is the group-object type word of accumulating task groups.
+    static func inspect(task address: UInt, id: TaskID, groupType: UInt) -> Outcome {
+        guard let task = UnsafeRawPointer(bitPattern: address) else { return .notSuspended }
+        guard TaskID(rawValue: _futurelockJobTaskID(OpaquePointer(task))) == id else {
+            return .unknownLayout("the waiting task's id does not match its record")
+        }
+        let flags = task.atomicLoadUInt32(at: statusFlagsOffset)
+        guard flags & (runningFlag | enqueuedFlag | completeFlag) == 0, flags & dependencyFlag != 0 else {
+            return .notSuspended
+        }
+        var children: [InspectedChild] = []
+        var record = task.load(fromByteOffset: statusRecordOffset, as: UnsafeRawPointer?.self)
+        var visited = 0
+        while let current = record, visited < maximumRecords {
+            visited += 1
+            let kind = current.load(as: UInt8.self)
+            guard kind <= highestKnownRecordKind else {
+                return .unknownLayout("status record kind \(kind) is not one the reader knows")
+            }
+            switch kind {
+            case asyncLetRecordKind:
+                guard let child = current.load(fromByteOffset: recordFirstChildOffset, as: UnsafeRawPointer?.self) else { break }
+                let tagged = current.load(fromByteOffset: asyncLetTaskAndFlagsOffset, as: UInt.self)
+                guard tagged & ~0xF == UInt(bitPattern: child) else {
+                    return .unknownLayout("an async let record does not point at its task")
+                }
+                guard let inspected = inspectChild(child, parent: task, group: nil) else {
+                    return .unknownLayout("an async let child does not point back at its parent")
+                }
+                children.append(inspected)
+            case taskGroupRecordKind:
+                let group = current - groupRecordOffsetInGroup
+                guard group.load(as: UInt.self) == groupType else { break }  // discarding, or unknown
+                var next = current.load(fromByteOffset: recordFirstChildOffset, as: UnsafeRawPointer?.self)
+                var count = 0
+                while let child = next, count < maximumChildren {
+                    count += 1
+                    guard let inspected = inspectChild(child, parent: task, group: group) else {
+                        return .unknownLayout("a task-group child does not point back at its parent and group")
+                    }
+                    children.append(inspected)
+                    next = child.load(fromByteOffset: childNextOffset, as: UnsafeRawPointer?.self)
+                }
+            default:
+                break
+            }
+            record = current.load(fromByteOffset: recordParentOffset, as: UnsafeRawPointer?.self)
+        }
+        return .children(children)
+    }
+
+    /// One child, checked to be linked to `parent` (and `group`); `nil` when the links disagree.
+    private static func inspectChild(_ child: UnsafeRawPointer, parent: UnsafeRawPointer,
+                                     group: UnsafeRawPointer?) -> InspectedChild? {
+        guard child.load(fromByteOffset: childParentOffset, as: UnsafeRawPointer?.self) == parent else { return nil }
+        let jobFlags = child.load(fromByteOffset: RuntimeTaskLayout.flagsOffset, as: UInt32.self)
+        let kind = RuntimeTaskKind(flags: jobFlags)
+        var fragment = futureFragmentOffset
+        if let group {
+            guard kind == .groupChild,
+                  child.load(fromByteOffset: groupChildGroupOffset, as: UnsafeRawPointer?.self) == group else { return nil }
+            fragment += groupChildFragmentSize
+        } else {
+            guard kind == .asyncLet else { return nil }
+        }
+        let id = TaskID(rawValue: _futurelockJobTaskID(OpaquePointer(child)))
+        // The future's status is written, with release ordering, after its result.
+        let futureStatus = child.atomicLoadUInt(at: fragment) & 3
+        let state: RuntimeTaskState
+        switch futureStatus {
+        case 1: state = .finished
+        case 2: state = .failed
+        default:
+            let flags = child.atomicLoadUInt32(at: statusFlagsOffset)
+            if flags & runningFlag != 0 {
+                state = .running
+            } else if flags & enqueuedFlag != 0 {
+                state = .enqueued
+            } else {
+                state = .suspended
+            }
+        }
+        var found: [FoundHolding] = []
+        if state == .finished,
+           let metadata = child.load(fromByteOffset: fragment + futureResultTypeOffset, as: UnsafeRawPointer?.self) {
+            found = ParkedResultSearch.holdings(inResultOf: unsafeBitCast(metadata, to: Any.Type.self),
+                                                fragment: child + fragment)
+        }
+        return InspectedChild(id: id, kind: kind, state: state, found: found)
+    }
+
+    /// The group-object type word of the innermost task group of the *current* task, read from its
+    /// own status records (the self-test learns accumulating and discarding groups' this way).
+    static func innermostGroupTypeOfCurrentTask() -> UInt? {
+        guard let task = currentTaskFunction?() else { return nil }
+        var record = UnsafeRawPointer(task).load(fromByteOffset: statusRecordOffset, as: UnsafeRawPointer?.self)
+        var visited = 0
+        while let current = record, visited < maximumRecords {
+            visited += 1
+            if current.load(as: UInt8.self) == taskGroupRecordKind {
+                return (current - groupRecordOffsetInGroup).load(as: UInt.self)
+            }
+            record = current.load(fromByteOffset: recordParentOffset, as: UnsafeRawPointer?.self)
+        }
+        return nil
+    }
+}
+
+/// Copies a parked result out and finds the holdings in it (see the file header for the proof).
+enum ParkedResultSearch {
+    static let maximumDepth = 8
+
+    static func holdings(inResultOf type: Any.Type, fragment: UnsafeRawPointer) -> [FoundHolding] {
+        func search<Result>(_: Result.Type) -> [FoundHolding] {
+            guard MemoryLayout<Result>.size > 0 else { return [] }
+            let alignment = MemoryLayout<Result>.alignment
+            let offset = (RuntimeTaskInspector.futureStorageOffset + alignment - 1) / alignment * alignment
+            var found = whileCopied(Result.self, at: fragment + offset)
+            // The copy is gone: what is left is the result's own references and anyone else's.
+            for index in found.indices {
+                guard let after = ReferenceCounts.read(objectAt: found[index].address) else {
+                    found[index].holding.strong = 0
+                    continue
+                }
+                let inResult = found[index].holding.strong &- after.strong
+                found[index].holding.inResult = found[index].holding.strong >= after.strong ? inResult : 0
+                found[index].holding.strong = after.strong
+                found[index].holding.unowned = after.unowned
+            }
+            return found.map(\.holding)
+        }
+        return _openExistential(type, do: search)
+    }
+
+    struct Candidate {
+        var address: UInt
+        var holding: FoundHolding
+    }
+
+    /// Copies the result, finds the holding objects on its value paths, and reads their counts while
+    /// the copy holds its references. Not inlined, so the copy is destroyed when it returns.
+    @inline(never)
+    static func whileCopied<Result>(_: Result.Type, at storage: UnsafeRawPointer) -> [Candidate] {
+        let copy = storage.load(as: Result.self)
+        return withExtendedLifetime(copy) {
+            var found: [Candidate] = []
+            collect(copy, depth: 0, into: &found)
+            for index in found.indices {
+                if let counts = ReferenceCounts.read(objectAt: found[index].address) {
+                    found[index].holding.strong = counts.strong
+                } else {
+                    found[index].holding.strong = 0
+                }
+            }
+            return found.filter { $0.holding.strong > 0 }
+        }
+    }
+
+    /// Walks value paths of `value`; a holding object ends a path, any other object or collection
+    /// ends it too (a copy does not retain what those contain), and so does a custom mirror, which
+    /// would run user code under a primitive's lock.
+    private static func collect(_ value: Any, depth: Int, into found: inout [Candidate]) {
+        guard depth < maximumDepth, !(value is any CustomReflectable) else { return }
+        let mirror = Mirror(reflecting: value)
+        switch mirror.displayStyle {
+        case .class?:
+            guard let holding = value as? any RecordedHolding, !holding.isSpent else { return }
+            let address = UInt(bitPattern: Unmanaged.passUnretained(holding as AnyObject).toOpaque())
+            guard !found.contains(where: { $0.address == address }) else { return }
+            found.append(Candidate(address: address, holding: FoundHolding(
+                resource: holding.recordedResource, slot: holding.recordedSlot, inResult: 0, strong: 0, unowned: 0)))
+        case .struct?, .enum?, .tuple?, .optional?:
+            for child in mirror.children { collect(child.value, depth: depth + 1, into: &found) }
+        default:
+            return
+        }
+    }
+}
+
+extension UnsafeRawPointer {
+    /// A 32-bit load with acquire ordering from memory another thread writes atomically.
+    func atomicLoadUInt32(at offset: Int) -> UInt32 {
+        (self + offset).assumingMemoryBound(to: Atomic<UInt32>.self).pointee.load(ordering: .acquiring)
+    }
+
+    /// A word load with acquire ordering from memory another thread writes atomically.
+    func atomicLoadUInt(at offset: Int) -> UInt {
+        (self + offset).assumingMemoryBound(to: Atomic<UInt>.self).pointee.load(ordering: .acquiring)
+    }
+}
