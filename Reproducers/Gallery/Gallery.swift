@@ -37,6 +37,25 @@ public enum Gallery {
         }
     }
 
+    /// What a variant of `reproducer` must do, in words, and whether `outcome` did it.
+    public static func judge(_ outcome: Outcome, of reproducer: any Reproducer) -> (expected: String, ok: Bool) {
+        let findings = outcome.report?.findings ?? []
+        let lock = findings.first { $0.kind.isLock }
+        switch outcome.variant {
+        case .plain:
+            return ("timed out", outcome.status == .timedOut)
+        case .instrumented, .annotated:
+            guard let kind = reproducer.expectedKind else {
+                return ("completed, no lock", outcome.status == .completed && lock == nil)
+            }
+            let certainty = reproducer.expectedCertainty(for: outcome.variant)
+            return ("\(kind.rawValue) (\(certainty.rawValue))",
+                    outcome.status == .finding && lock?.kind == kind && lock?.certainty == certainty)
+        case .fixed:
+            return ("completed", outcome.status == .completed)
+        }
+    }
+
     /// The watchdog settings the gallery uses: quick, so a run takes well under a second.
     public static let watchdogConfiguration = Watchdog.Configuration(
         interval: .milliseconds(100), waitThreshold: .milliseconds(200),
@@ -57,7 +76,7 @@ public enum Gallery {
                            captureBacktraces: Bool = false,
                            configure: (inout Watchdog.Configuration) -> Void = { _ in }) async -> Outcome {
         let quiet = Logger(label: "futurelock.reproducer", factory: { _ in SwiftLogNoOpLogHandler() })
-        let ledger = Ledger(configuration: .init(isEnabled: variant != .plain, backtraceEvery: captureBacktraces ? 1 : 0),
+        let ledger = Ledger(configuration: .init(isEnabled: variant.isWatched, backtraceEvery: captureBacktraces ? 1 : 0),
                             logger: quiet)
         var configuration = watchdogConfiguration
         configure(&configuration)
@@ -65,7 +84,7 @@ public enum Gallery {
         await TaskTree.verifyRuntimeInspection()
         let start = ContinuousClock.now
         let scenario = Task.detached {
-            try await reproducer.run(fixed: variant == .fixed, ledger: ledger)
+            try await reproducer.run(variant.code, ledger: ledger)
         }
         var status: Status?
         var report: Report?
@@ -86,7 +105,7 @@ public enum Gallery {
                 }
                 break
             }
-            if variant != .plain {
+            if variant.isWatched {
                 // Stop at a certain lock, or once a finding has stood for three checks in a row
                 // (a suspected one never becomes certain; give confirmation its chance first).
                 let current = watchdog.check()
@@ -114,7 +133,7 @@ public enum Gallery {
             _ = await scenario.result
         }
         watcher.cancel()
-        if status == .completed, variant != .plain {
+        if status == .completed, variant.isWatched {
             let final = watchdog.check()
             report = final
             if !final.findings.isEmpty { status = .finding }

@@ -3,32 +3,79 @@ import Synchronization
 
 /// Which variant of a reproducer to run.
 public enum Variant: String, Sendable, CaseIterable {
-    /// The buggy code with recording off: it really hangs (the runner's timeout ends it).
+    /// The buggy code as a user writes it, with recording off: it really hangs (the runner's timeout
+    /// ends it).
     case plain
-    /// The buggy code under the watchdog: the watchdog names the culprit.
+    /// The same buggy code — only the primitives swapped for Futurelock's, nothing annotated — under
+    /// the watchdog: the watchdog names the culprit from the runtime's task tree.
     case instrumented
+    /// The buggy code with the task tree annotated (`TaskTree.scope`, `TaskTree.child`): the same
+    /// finding, with names in the paths.
+    case annotated
     /// The corrected code under the watchdog: it completes and the watchdog reports nothing.
+    case fixed
+
+    /// The code a variant runs.
+    public var code: Code {
+        switch self {
+        case .plain, .instrumented: return .buggy
+        case .annotated: return .annotated
+        case .fixed: return .fixed
+        }
+    }
+
+    /// Whether the watchdog watches the run.
+    public var isWatched: Bool { self != .plain }
+}
+
+/// The three versions of a reproducer's code.
+public enum Code: Sendable {
+    /// The bug, written as users write it: no annotation.
+    case buggy
+    /// The bug, with the sub-operations named.
+    case annotated
+    /// The corrected code.
     case fixed
 }
 
-/// One minimal program for one Swift form of the futurelock (F1–F6), or for one of the two classic
-/// locks it must be told apart from (F7 re-entrant acquire, F8 ABBA deadlock).
+/// One minimal program for one futurelock form — F1–F6 the futurelock shapes, F7 (re-entrant
+/// acquire) and F8 (ABBA) the two classic locks they must be told apart from — or a near miss: correct
+/// code that looks like one and must not be reported.
 public protocol Reproducer: Sendable {
     /// The command-line name, e.g. `task-group-race`.
     var name: String { get }
-    /// The form id, e.g. `F1`.
+    /// The form id, e.g. `F1`, or `N1` for a near miss.
     var form: String { get }
-    /// One line: how it locks.
+    /// One line: how it locks (or why it does not).
     var summary: String { get }
-    /// What the watchdog must report for the instrumented variant.
-    var expectedKind: Finding.Kind { get }
-    /// How sure it must be.
+    /// What the watchdog must report for the instrumented and annotated variants; `nil` for a near
+    /// miss, which must complete with no lock reported.
+    var expectedKind: Finding.Kind? { get }
+    /// How sure the instrumented (un-annotated) variant's finding must be.
     var expectedCertainty: Finding.Certainty { get }
+    /// How sure the annotated variant's finding must be.
+    var annotatedCertainty: Finding.Certainty { get }
     /// The file whose code holds the culprit's resource (the holder's acquisition site).
     var culpritFile: String { get }
 
-    /// Runs the scenario. `fixed` selects the corrected code. All primitives use `ledger`.
-    func run(fixed: Bool, ledger: Ledger) async throws
+    /// Runs the scenario's `code`. All primitives use `ledger`.
+    func run(_ code: Code, ledger: Ledger) async throws
+}
+
+extension Reproducer {
+    /// A near miss: correct code that must run to completion with no lock reported.
+    public var isNearMiss: Bool { expectedKind == nil }
+
+    /// The variants that apply: all four for a lock, only the watched correct code for a near miss.
+    public var variants: [Variant] { isNearMiss ? [.instrumented] : Variant.allCases }
+
+    /// By default the annotated variant is as sure as the instrumented one.
+    public var annotatedCertainty: Finding.Certainty { expectedCertainty }
+
+    /// The certainty `variant` must reach.
+    public func expectedCertainty(for variant: Variant) -> Finding.Certainty {
+        variant == .annotated ? annotatedCertainty : expectedCertainty
+    }
 }
 
 /// A one-shot signal between the tasks of a scenario (so a scenario's interleaving is the same on

@@ -14,7 +14,7 @@ struct PoolActor: Reproducer {
     let name = "pool-actor"
     let form = "F6"
     let summary = "a pool actor behind a capacity-1 request channel; a client's parked slot blocks 10,000 others"
-    let expectedKind = Finding.Kind.futurelock
+    let expectedKind: Finding.Kind? = .futurelock
     let expectedCertainty = Finding.Certainty.certain
     let culpritFile = "PoolActor.swift"
 
@@ -41,11 +41,16 @@ struct PoolActor: Reproducer {
     }
 
     enum Arm: Sendable {
+        case reserved(SendPermit<Request>)
+        case timedOut
+    }
+
+    enum TrackedArm: Sendable {
         case reserved(Tracked<SendPermit<Request>>)
         case timedOut
     }
 
-    func run(fixed: Bool, ledger: Ledger) async throws {
+    func run(_ code: Code, ledger: Ledger) async throws {
         let pool = try ConnectionPool<FakeConnection>(name: "postgres", capacity: 4, ledger: ledger,
                                                       factory: { FakeConnection() })
         let requests = try BoundedChannel<Request>(name: "pool-requests", capacity: 1, ledger: ledger)
@@ -54,20 +59,23 @@ struct PoolActor: Reproducer {
         try await withThrowingTaskGroup(of: Void.self) { outer in
             // The pool actor: serve requests one at a time.
             outer.addTask {
-                try await TaskTree.scope("pool-actor") {
-                    for try await request in requests {
-                        let lease = try await pool.checkout()
-                        lease.handOff()                      // it belongs to the client now
-                        request.reply.deliver(lease)
-                    }
+                // The pool actor: serve requests one at a time; each lease belongs to its client.
+                if code == .annotated {
+                    try await TaskTree.scope("pool-actor") { try await serve(requests, pool, annotated: true) }
+                } else {
+                    try await serve(requests, pool, annotated: false)
                 }
             }
             outer.addTask {
                 try await withThrowingTaskGroup(of: Void.self) { clients in
                     let culpritQueued = Signal()
                     clients.addTask {
-                        try await TaskTree.scope("client-culprit") {
-                            try await self.culprit(requests, fixed: fixed, queued: culpritQueued,
+                        if code == .annotated {
+                            try await TaskTree.scope("client-culprit") {
+                                try await self.culpritAnnotated(requests, queued: culpritQueued, innocents: innocents)
+                            }
+                        } else {
+                            try await self.culprit(requests, fixed: code == .fixed, queued: culpritQueued,
                                                    innocents: innocents)
                         }
                     }
@@ -88,16 +96,25 @@ struct PoolActor: Reproducer {
         await pool.shutdown()
     }
 
-    /// The client whose race goes wrong.
+    /// Serves checkout requests one at a time. Annotated, the pool actor marks each lease as handed
+    /// off, so the ledger shows it *in transit* until the client takes it.
+    func serve(_ requests: BoundedChannel<Request>, _ pool: ConnectionPool<FakeConnection>,
+               annotated: Bool) async throws {
+        for try await request in requests {
+            let lease = try await pool.checkout()
+            if annotated { lease.handOff() }
+            request.reply.deliver(lease)
+        }
+    }
+
+    /// The client whose race goes wrong, as written (only the channel swapped).
     func culprit(_ requests: BoundedChannel<Request>, fixed: Bool, queued: Signal, innocents: Int) async throws {
         let raceDecided = Signal()
         try await withThrowingTaskGroup(of: Arm.self) { race in
             race.addTask {
-                .reserved(try await TaskTree.child("request-connection") {
-                    let slot = try await requests.reserve()
-                    await raceDecided.wait()             // …and the timeout fires before it sends
-                    return slot
-                })
+                let slot = try await requests.reserve()
+                await raceDecided.wait()                 // …and the timeout fires before it sends
+                return .reserved(slot)
             }
             race.addTask {
                 while requests.availableSlots > 0 { try await Task.yieldUnlessCancelled() }
@@ -109,19 +126,45 @@ struct PoolActor: Reproducer {
             if fixed {
                 race.cancelAll()
                 for try await arm in race {
-                    if case .reserved(let tracked) = arm { tracked.take().release() }
+                    if case .reserved(let slot) = arm { slot.release() }
                 }
             }
-            queued.fire()
-            if !fixed {
-                // The other clients pile up behind the parked slot first, as in the incident (so every
-                // run shows the same queue; in the fixed code the slot is free and nobody piles up).
-                while requests.waitingSenderCount < innocents { try await Task.yieldUnlessCancelled() }
-            }
-            // Ask the pool again.
-            let reply = Reply()
-            try await requests.send(Request(reply: reply))
-            await reply.wait()?.release()
+            try await askAgain(requests, fixed: fixed, queued: queued, innocents: innocents)
         }
+    }
+
+    /// The same client with its race arm named.
+    func culpritAnnotated(_ requests: BoundedChannel<Request>, queued: Signal, innocents: Int) async throws {
+        let raceDecided = Signal()
+        try await withThrowingTaskGroup(of: TrackedArm.self) { race in
+            race.addTask {
+                .reserved(try await TaskTree.child("request-connection") {
+                    let slot = try await requests.reserve()
+                    await raceDecided.wait()
+                    return slot
+                })
+            }
+            race.addTask {
+                while requests.availableSlots > 0 { try await Task.yieldUnlessCancelled() }
+                return .timedOut
+            }
+            let first = try await race.next()
+            raceDecided.fire()
+            guard case .timedOut = first else { return }
+            try await askAgain(requests, fixed: false, queued: queued, innocents: innocents)
+        }
+    }
+
+    /// Asks the pool for a connection again, after the race.
+    func askAgain(_ requests: BoundedChannel<Request>, fixed: Bool, queued: Signal, innocents: Int) async throws {
+        queued.fire()
+        if !fixed {
+            // The other clients pile up behind the parked slot first, as in the incident (so every
+            // run shows the same queue; in the fixed code the slot is free and nobody piles up).
+            while requests.waitingSenderCount < innocents { try await Task.yieldUnlessCancelled() }
+        }
+        let reply = Reply()
+        try await requests.send(Request(reply: reply))
+        await reply.wait()?.release()
     }
 }

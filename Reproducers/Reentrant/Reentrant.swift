@@ -6,22 +6,35 @@ import Futurelock
 /// read a consistent view. The semaphore is not re-entrant: the task waits for a permit it holds.
 /// A plain self-deadlock, not a futurelock — the watchdog says which.
 ///
-/// Fixed: pass the held permit down instead of acquiring again.
+/// The outer hold is `withPermit`, so the permit never leaves the task: `certain`. (Held as a
+/// `Permit` object instead, it could have been handed to another task that will release it, and the
+/// finding would be `suspected`.)
+///
+/// Fixed: pass the held permit's protection down instead of acquiring again.
 struct Reentrant: Reproducer {
     let name = "reentrant"
     let form = "F7"
     let summary = "a task acquires a non-reentrant permit it already holds"
-    let expectedKind = Finding.Kind.selfDeadlock
+    let expectedKind: Finding.Kind? = .selfDeadlock
     let expectedCertainty = Finding.Certainty.certain
     let culpritFile = "Reentrant.swift"
 
-    func run(fixed: Bool, ledger: Ledger) async throws {
+    func run(_ code: Code, ledger: Ledger) async throws {
         let configLock = try Semaphore(name: "config-lock", permits: 1, ledger: ledger)
-        try await TaskTree.scope("reload-config") {
-            let permit = try await configLock.acquire()
-            defer { permit.release() }
+        switch code {
+        case .buggy:
+            try await reloadConfig(configLock, fixed: false)
+        case .fixed:
+            try await reloadConfig(configLock, fixed: true)
+        case .annotated:
+            try await TaskTree.scope("reload-config") { try await reloadConfig(configLock, fixed: false) }
+        }
+    }
+
+    func reloadConfig(_ configLock: Semaphore, fixed: Bool) async throws {
+        try await configLock.withPermit {
             if fixed {
-                validate(holding: permit)
+                validateHoldingLock()
             } else {
                 try await validate(configLock)
             }
@@ -32,7 +45,5 @@ struct Reentrant: Reproducer {
         try await configLock.withPermit { /* read a consistent view */ }
     }
 
-    func validate(holding permit: Permit) {
-        precondition(!permit.isReleased)
-    }
+    func validateHoldingLock() { /* the caller holds the lock: read directly */ }
 }

@@ -20,7 +20,7 @@ struct Reproduce: AsyncParsableCommand {
     @Argument(help: "Reproducer name, or `all`. Names: \(Gallery.all.map(\.name).joined(separator: ", ")).")
     var name: String
 
-    @Option(help: "plain (hangs), instrumented (detected) or fixed (completes).")
+    @Option(help: "plain (hangs), instrumented (the same code under the watchdog, detected), annotated (with named scopes) or fixed (completes).")
     var variant: Variant = .instrumented
 
     @Option(help: "text or json (JSON Lines).")
@@ -86,29 +86,16 @@ struct Reproduce: AsyncParsableCommand {
         struct Row { var form, name, variant, status, expected, kind: String; var ok: Bool; var seconds: Double }
         var rows: [Row] = []
         for reproducer in Gallery.all {
-            for variant in Variant.allCases {
+            for variant in reproducer.variants {
                 let outcome = await Gallery.run(reproducer, variant: variant, timeout: limit)
                 let findings = outcome.report?.findings ?? []
                 let lock = findings.first { $0.kind.isLock } ?? findings.first
-                let expected: String
-                let ok: Bool
-                switch variant {
-                case .plain:
-                    expected = "timed out"
-                    ok = outcome.status == .timedOut
-                case .instrumented:
-                    expected = "\(reproducer.expectedKind.rawValue) (\(reproducer.expectedCertainty.rawValue))"
-                    ok = outcome.status == .finding && lock?.kind == reproducer.expectedKind
-                        && lock?.certainty == reproducer.expectedCertainty
-                    if outcome.status == .finding {
-                        print(String(repeating: "═", count: 100))
-                        print("\(reproducer.form) \(reproducer.name) — \(reproducer.summary)")
-                        print(String(repeating: "═", count: 100))
-                        print(try describe(outcome, reproducer))
-                    }
-                case .fixed:
-                    expected = "completed"
-                    ok = outcome.status == .completed
+                let (expected, ok) = Gallery.judge(outcome, of: reproducer)
+                if variant == .instrumented, outcome.status == .finding {
+                    print(String(repeating: "═", count: 100))
+                    print("\(reproducer.form) \(reproducer.name) — \(reproducer.summary)")
+                    print(String(repeating: "═", count: 100))
+                    print(try describe(outcome, reproducer))
                 }
                 let kind = lock.map { "\($0.kind.rawValue) (\($0.certainty.rawValue))" } ?? "-"
                 rows.append(Row(form: reproducer.form, name: reproducer.name, variant: variant.rawValue,

@@ -10,8 +10,11 @@ struct DumpTests {
         let requests = fixture.resource(1, "pool-requests", kind: .channel)
         let client = fixture.task(1)
         let scope = fixture.scope(10, "client", task: 1, parent: client)
-        let arm = fixture.scope(11, "request-connection", task: 2, parent: fixture.task(2, parent: scope), state: .finished)
-        fixture.hold(requests, by: arm, task: 2, line: 94, age: 1.006, kind: .sendSlot)
+        let arm = fixture.scope(11, "request-connection", task: 2,
+                                parent: fixture.task(2, parent: scope, link: .structured, kind: .groupChild, state: .finished),
+                                state: .finished)
+        fixture.hold(requests, by: arm, task: 2, line: 94, age: 1.006, kind: .sendSlot,
+                     parked: SnapshotFixture.parked(child: 2, in: 1))
         fixture.wait(requests, by: scope, task: 1, line: 114, age: 1.006, kind: .send)
         for innocent in 0..<innocents {
             let id = UInt64(1000 + innocent)

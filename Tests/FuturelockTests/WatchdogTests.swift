@@ -15,12 +15,13 @@ struct WatchdogTests {
     let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
     /// A task that holds `lock` and waits for it again (a real self-deadlock); cancel it to end it.
+    /// The outer hold is scoped (`withPermit`), so the permit provably never left the task.
     private func selfDeadlock(_ lock: Semaphore) -> Task<Void, any Error> {
         Task {
             try await TaskTree.scope("reload") {
-                let permit = try await lock.acquire()
-                defer { permit.release() }
-                try await lock.acquire().release()
+                try await lock.withPermit {
+                    try await lock.acquire().release()
+                }
             }
         }
     }
@@ -118,7 +119,7 @@ struct WatchdogTests {
         var fixture = SnapshotFixture()
         let lock = fixture.resource(1, "config")
         let task = fixture.task(7)
-        fixture.hold(lock, by: task, task: 7, line: 1, age: 5)
+        fixture.hold(lock, by: task, task: 7, line: 1, age: 5, pinned: true)
         fixture.wait(lock, by: task, task: 7, line: 2, age: 5)
         let later = fixture.snapshot
         let candidates = Detector.candidates(in: later, policy: DetectionPolicy())

@@ -28,11 +28,15 @@ struct SnapshotFixture {
         return rid
     }
 
+    /// A task node. With a parent, `link` says how it hangs from it (`.structured`: a task-group or
+    /// `async let` child the runtime links; `.inherited`: a scope inherited through a task-local).
     @discardableResult
-    mutating func task(_ id: UInt64, parent: NodeID? = nil) -> NodeID {
+    mutating func task(_ id: UInt64, parent: NodeID? = nil, link: TreeNodeRecord.ParentLink? = nil,
+                       kind: RuntimeTaskKind? = nil, state: RuntimeTaskState? = nil) -> NodeID {
         let node = NodeID.task(TaskID(rawValue: id))
         nodes.append(TreeNodeRecord(id: node, kind: .task, parent: parent, name: nil, task: TaskID(rawValue: id),
-                                    state: nil, openedAt: nil, closedAt: nil))
+                                    state: nil, openedAt: nil, closedAt: nil,
+                                    link: link ?? (parent == nil ? nil : .inherited), taskKind: kind, taskState: state))
         return node
     }
 
@@ -45,11 +49,19 @@ struct SnapshotFixture {
         return node
     }
 
+    /// A holding; `pinned` for one taken by `withPermit`/`withConnection`, `parked` for one the runtime
+    /// proved to sit alone in a finished child's unconsumed result.
     mutating func hold(_ resource: ResourceID, by node: NodeID, task: UInt64, line: UInt, age: Double,
-                       kind: HoldingKind = .permit) {
+                       kind: HoldingKind = .permit, pinned: Bool = false, parked: ParkedResult? = nil) {
         holdingSerial += 1
         holdings.append(HoldingRecord(id: holdingSerial, resource: resource, kind: kind, holder: node,
-                                      holderTask: TaskID(rawValue: task), site: Self.site(line), since: ago(age)))
+                                      holderTask: TaskID(rawValue: task), site: Self.site(line), since: ago(age),
+                                      pinned: pinned, parked: parked))
+    }
+
+    /// The proof the runtime gives for a result of `child` parked in `parent`.
+    static func parked(child: UInt64, in parent: UInt64, kind: RuntimeTaskKind = .groupChild) -> ParkedResult {
+        ParkedResult(child: TaskID(rawValue: child), childKind: kind, parent: TaskID(rawValue: parent), references: 1)
     }
 
     mutating func wait(_ resource: ResourceID, by node: NodeID, task: UInt64, line: UInt, age: Double,
