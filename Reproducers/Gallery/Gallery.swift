@@ -6,6 +6,7 @@ public enum Gallery {
     public static let all: [any Reproducer] = [
         TaskGroupRace(), AsyncLetLease(), TaskHandle(), ReadAheadStream(), ReserveSend(), PoolActor(),
         Reentrant(), ABBA(),
+        BoundedLoop(), StreamHandOff(), ChannelHandOff(), SiblingHandOff(), RunningChild(),
     ]
 
     /// The reproducer with this name.

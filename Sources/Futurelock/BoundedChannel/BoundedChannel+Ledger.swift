@@ -21,7 +21,7 @@ extension BoundedChannel: LedgerTracked {
                 buffered: machine.buffer.count, closed: machine.closed))
             machine.holdings.forEach { slot, entry in
                 builder.addHolding(id: entry.serial, slot: slot, resource: id, kind: .sendSlot, stamp: entry.stamp,
-                                   acquiredBy: entry.acquiredBy)
+                                   acquiredBy: entry.acquiredBy, handsOff: machine.holdings.handsOff(entry.stamp.site))
             }
             // Senders and reservers share one queue, so their positions are counted together.
             machine.senders.forEachInOrder { position, _, waiter in

@@ -239,7 +239,8 @@ extension BoundedChannel {
 
         /// Sends on a reserved slot. Never waits: the slot is already the sender's.
         @inlinable
-        mutating func sendReserved(slot: Int32, _ value: Element) -> ReservedSendAction {
+        mutating func sendReserved(slot: Int32, _ value: Element, by sender: TaskID = .none) -> ReservedSendAction {
+            if sender != .none { holdings.noteRelease(slot, by: sender) }
             removeReservation(slot)
             if closed { return .closed(slotFreed()) }
             if receivers.isEmpty {
@@ -252,7 +253,8 @@ extension BoundedChannel {
 
         /// Gives a reserved slot back unused (explicit release, dropped permit, cancelled reserver).
         @inlinable
-        mutating func releaseReserved(slot: Int32) -> Wakeups {
+        mutating func releaseReserved(slot: Int32, by releaser: TaskID = .none) -> Wakeups {
+            if releaser != .none { holdings.noteRelease(slot, by: releaser) }
             removeReservation(slot)
             return slotFreed()
         }

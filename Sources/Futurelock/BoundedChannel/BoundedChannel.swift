@@ -86,6 +86,9 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
     @usableFromInline let state: Mutex<StateMachine>
     /// Whether event history is kept, so the inlined fast paths can skip it with one branch.
     @usableFromInline let recordsHistory: Bool
+    /// The messages are permits, send slots or leases: sending one records it in transit, receiving
+    /// one records the receiver as its owner (so a hand-off through the channel needs no `handOff()`).
+    @usableFromInline let carriesHoldings: Bool
     let history: EventHistory?
     @usableFromInline let waiterSerial = Atomic<UInt64>(0)
 
@@ -105,6 +108,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
         self.id = ledger.nextResourceID()
         self.history = EventHistory(ledger: ledger, resource: id)
         self.recordsHistory = history != nil
+        self.carriesHoldings = ledger.isEnabled && Element.self is any RecordedHolding.Type
         ledger.register(self, id: id)
     }
 
@@ -149,6 +153,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
     nonisolated(nonsending)
     public func send(_ value: Element, fileID: StaticString = #fileID, line: UInt = #line,
                      function: StaticString = #function) async throws {
+        if carriesHoldings { noteSending(value, fileID: fileID, line: line, function: function) }
         switch state.withLock({ $0.trySend(value) }) {
         case .buffered:
             break
@@ -170,6 +175,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
     @inlinable
     public func trySend(_ value: Element, fileID: StaticString = #fileID, line: UInt = #line,
                         function: StaticString = #function) throws(FuturelockError) -> Bool {
+        if carriesHoldings { noteSending(value, fileID: fileID, line: line, function: function) }
         switch state.withLock({ $0.trySend(value) }) {
         case .buffered:
             break
@@ -282,16 +288,37 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
         switch state.withLock({ $0.tryReceive() }) {
         case .message(let value):
             if recordsHistory { recordEvent(.receive, fileID: fileID, line: line, function: function) }
-            return value
+            return received(value, fileID: fileID, line: line, function: function)
         case .messageHandingOff(let value, let wakeups):
             resume(wakeups)
             if recordsHistory { recordEvent(.receive, fileID: fileID, line: line, function: function) }
-            return value
+            return received(value, fileID: fileID, line: line, function: function)
         case .finished:
             return nil
         case .empty:
-            return try await receiveWaiting(fileID: fileID, line: line, function: function)
+            guard let value = try await receiveWaiting(fileID: fileID, line: line, function: function) else {
+                return nil
+            }
+            return received(value, fileID: fileID, line: line, function: function)
         }
+    }
+
+    /// Records, for a message that is a holding, that it is on its way to a receiver.
+    @usableFromInline
+    func noteSending(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) {
+        (value as? any RecordedHolding)?.recordTransit(fileID: fileID, line: line, function: function)
+    }
+
+    /// Records, for a message that is a holding, that the receiving task owns it now.
+    @inlinable @inline(__always)
+    func received(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) -> Element {
+        if carriesHoldings { noteReceived(value, fileID: fileID, line: line, function: function) }
+        return value
+    }
+
+    @usableFromInline
+    func noteReceived(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) {
+        (value as? any RecordedHolding)?.recordClaim(fileID: fileID, line: line, function: function)
     }
 
     /// What ``tryReceive(fileID:line:function:)`` found.
@@ -311,11 +338,11 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
         switch state.withLock({ $0.tryReceive() }) {
         case .message(let value):
             if recordsHistory { recordEvent(.receive, fileID: fileID, line: line, function: function) }
-            return .message(value)
+            return .message(received(value, fileID: fileID, line: line, function: function))
         case .messageHandingOff(let value, let wakeups):
             resume(wakeups)
             if recordsHistory { recordEvent(.receive, fileID: fileID, line: line, function: function) }
-            return .message(value)
+            return .message(received(value, fileID: fileID, line: line, function: function))
         case .finished:
             return .finished
         case .empty:

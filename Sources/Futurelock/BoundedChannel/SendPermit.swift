@@ -91,7 +91,10 @@ extension BoundedChannel {
     @inlinable
     func sendReserved(slot: Int32, _ value: Element, fileID: StaticString, line: UInt,
                       function: StaticString) throws(FuturelockError) {
-        switch state.withLock({ $0.sendReserved(slot: slot, value) }) {
+        if carriesHoldings { noteSending(value, fileID: fileID, line: line, function: function) }
+        // A sender other than the reserver marks the reserving site as one that hands slots on.
+        let sender = slot >= 0 ? ledger.context.task : .none
+        switch state.withLock({ $0.sendReserved(slot: slot, value, by: sender) }) {
         case .buffered:
             break
         case .delivered(let receiver, let value, let wakeups):
@@ -105,7 +108,8 @@ extension BoundedChannel {
     }
 
     func releaseReserved(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
-        let wakeups = state.withLock { $0.releaseReserved(slot: slot) }
+        let releaser = slot >= 0 ? ledger.context.task : .none
+        let wakeups = state.withLock { $0.releaseReserved(slot: slot, by: releaser) }
         if recordsHistory { recordEvent(.release, fileID: fileID, line: line, function: function) }
         resume(wakeups)
     }
@@ -133,4 +137,10 @@ extension SendPermit: RecordedHolding {
     var recordedResource: ResourceID { channel.id }
     var recordedSlot: Int32 { slot }
     var isSpent: Bool { isUsed }
+    func recordTransit(fileID: StaticString, line: UInt, function: StaticString) {
+        handOff(fileID: fileID, line: line, function: function)
+    }
+    func recordClaim(fileID: StaticString, line: UInt, function: StaticString) {
+        claim(fileID: fileID, line: line, function: function)
+    }
 }

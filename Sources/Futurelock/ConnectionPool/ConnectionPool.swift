@@ -413,7 +413,7 @@ extension ConnectionPool: LedgerTracked {
                 held: machine.held, waiting: machine.waiters.count, closed: machine.isShutdown))
             machine.holdings.forEach { slot, entry in
                 builder.addHolding(id: entry.serial, slot: slot, resource: id, kind: .connection, stamp: entry.stamp,
-                                   acquiredBy: entry.acquiredBy)
+                                   acquiredBy: entry.acquiredBy, handsOff: machine.holdings.handsOff(entry.stamp.site))
             }
             machine.waiters.forEachInOrder { position, _, waiter in
                 if let stamp = waiter.stamp {

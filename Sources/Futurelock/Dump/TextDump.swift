@@ -13,6 +13,8 @@ enum TextDump {
         out += "\(snapshot.resources.count) resource\(snapshot.resources.count == 1 ? "" : "s"), "
         out += "\(Detector.grouped(snapshot.holdings.count)) holding\(snapshot.holdings.count == 1 ? "" : "s"), "
         out += "\(Detector.grouped(snapshot.waits.count)) waiter\(snapshot.waits.count == 1 ? "" : "s")\n"
+        if let source = snapshot.taskTree { out += "Task tree source: \(source)\n" }
+        if let reason = snapshot.inspectionUnavailable { out += "Parked results not read from the runtime: \(reason)\n" }
 
         for finding in dump.findings { out += "\n" + renderFinding(finding) }
 
@@ -124,6 +126,8 @@ struct TreeRenderer {
         hasher.combine(node?.kind.rawValue)
         hasher.combine(node?.name)
         hasher.combine(node?.state?.rawValue)
+        hasher.combine(node?.taskKind)
+        hasher.combine(node?.taskState)
         for holding in holdingsByNode[id] ?? [] {
             hasher.combine(0); hasher.combine(holding.resource); hasher.combine(holding.site)
         }
@@ -170,7 +174,13 @@ struct TreeRenderer {
     private func label(_ id: NodeID) -> String {
         guard let node = index.nodes[id] else { return id.description }
         switch node.kind {
-        case .task: return node.task == .none ? "in transit (handed off, not yet claimed)" : "task \(node.task.rawValue)"
+        case .task:
+            guard node.task != .none else { return "in transit (handed off, not yet claimed)" }
+            var facts: [String] = []
+            if let kind = node.taskKind, kind != .unstructured || node.link == .inherited { facts.append(kind.description) }
+            if node.link == .inherited { facts.append("inherited scope") }
+            if let state = node.taskState { facts.append(state.description) }
+            return "task \(node.task.rawValue)" + (facts.isEmpty ? "" : " (\(facts.joined(separator: ", ")))")
         case .scope:
             let state = node.state.map { $0 == .running ? "" : " (\($0))" } ?? ""
             let elapsed = node.openedAt.map { " [\(Detector.format3(age($0)))s]" } ?? ""
@@ -187,7 +197,9 @@ struct TreeRenderer {
             let resource = index.resourceLabel(holding.resource)
             let elapsed = age(holding.since)
             let moved = holding.acquiredBy.map { " (acquired by task \($0.rawValue))" } ?? ""
-            lines.append("holds \(Detector.unitName(holding.kind)) of \(resource.label) from \(holding.site)\(moved) [\(Detector.format3(elapsed))s]")
+            let parked = holding.parked.map { " — parked in the unconsumed result of task \($0.child.rawValue)" } ?? ""
+            let pinned = holding.isPinned ? " (scoped)" : ""
+            lines.append("holds \(Detector.unitName(holding.kind))\(pinned) of \(resource.label) from \(holding.site)\(moved)\(parked) [\(Detector.format3(elapsed))s]")
         }
         for wait in waitsByNode[id] ?? [] {
             let resource = index.resourceLabel(wait.resource)

@@ -76,6 +76,11 @@ struct HoldingTable {
 
     @usableFromInline let storage = Storage()
     @usableFromInline var serial: UInt64 = 0
+    /// Acquisition sites whose holdings have been released, claimed or handed off by a task other
+    /// than the one holding them: the sign of code that hands holdings on (a `Task {}` that releases,
+    /// a worker fed through a stream). Bounded, and touched only when a holding changes hands.
+    @usableFromInline var handOffSites: Set<StaticCallSite> = []
+    static let handOffSiteLimit = 4096
     /// Live holdings.
     @inlinable var count: Int { storage.used - storage.freeCount }
 
@@ -131,6 +136,25 @@ struct HoldingTable {
         isLive(slot) ? storage.entries[Int(slot)] : nil
     }
 
+    /// Notes who releases `slot` (before the release): a task other than the holder marks the
+    /// holding's acquisition site as one that hands holdings on.
+    @inlinable @inline(__always)
+    mutating func noteRelease(_ slot: Int32, by task: TaskID) {
+        guard task != .none, isLive(slot) else { return }
+        let stamp = storage.entries[Int(slot)].stamp
+        if stamp.task != task { noteHandOff(at: stamp.site) }
+    }
+
+    @usableFromInline
+    mutating func noteHandOff(at site: StaticCallSite) {
+        if handOffSites.count < Self.handOffSiteLimit { handOffSites.insert(site) }
+    }
+
+    /// Whether holdings acquired at `site` have changed hands before.
+    func handsOff(_ site: StaticCallSite) -> Bool {
+        !handOffSites.isEmpty && handOffSites.contains(site)
+    }
+
     /// Records that `task` (running in `node`) now owns the holding; returns the previous owner when
     /// it changed.
     mutating func transfer(_ slot: Int32, to task: TaskID, node: ScopeNode?) -> TaskID? {
@@ -138,10 +162,15 @@ struct HoldingTable {
         let index = Int(slot)
         let previous = storage.entries[index].stamp.task
         guard previous != task else { return nil }
+        noteHandOff(at: storage.entries[index].stamp.site)
         let newNode = node.map { Unmanaged.passRetained($0) }
         storage.entries[index].stamp.nodeReference?.release()
         storage.entries[index].stamp.task = task
         storage.entries[index].stamp.nodeReference = newNode
+        // The new owner's ancestry is not known here (it was not read from inside that task).
+        storage.entries[index].stamp.ancestry = TaskAncestry()
+        storage.entries[index].stamp.taskAddress = 0
+        storage.entries[index].stamp.isPinned = false
         return previous
     }
 

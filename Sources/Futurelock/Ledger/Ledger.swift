@@ -188,7 +188,8 @@ public final class Ledger: Sendable {
     /// by confirming a finding on a second snapshot before it calls it certain.
     public func snapshot() -> LedgerSnapshot {
         let groupType = runtime.availability.isAvailable ? RuntimeInspection.groupType(for: inspection) : nil
-        var builder = SnapshotBuilder(inspectionGroupType: groupType)
+        var builder = SnapshotBuilder(inspectionGroupType: groupType,
+                                      scansFrames: groupType != nil && RuntimeInspection.scansFrames(for: inspection))
         // Visited under the registry lock: a primitive being destroyed unregisters in its `deinit`
         // under the same lock, so every primitive visited here is intact.
         registry.withLock { entries in

@@ -80,18 +80,38 @@ public struct HoldingRecord: Sendable, Hashable, Codable {
     public var pinned: Bool?
     /// Proof that the holding sits in the parked result of a finished child task, and nowhere else.
     public var parked: ParkedResult?
+    /// `true` when holdings acquired at the same site have been released or claimed by tasks other
+    /// than their holder before: the code there hands them on (`nil` means `false`).
+    public var siteHandsOff: Bool?
+    /// A waiting task whose suspended frames refer to the holder's task object — most likely the
+    /// `Task` handle it means to await (evidence, not proof: frames keep stale words).
+    public var handle: HandleEvidence?
 
     public init(id: UInt64, resource: ResourceID, kind: HoldingKind, holder: NodeID, holderTask: TaskID,
                 site: CallSite, since: MonotonicInstant, acquiredBy: TaskID? = nil, backtrace: [UInt]? = nil,
-                pinned: Bool = false, parked: ParkedResult? = nil) {
+                pinned: Bool = false, parked: ParkedResult? = nil, siteHandsOff: Bool = false) {
         self.id = id; self.resource = resource; self.kind = kind; self.holder = holder
         self.holderTask = holderTask; self.site = site; self.since = since
         self.acquiredBy = acquiredBy; self.backtrace = backtrace
         self.pinned = pinned ? true : nil; self.parked = parked
+        self.siteHandsOff = siteHandsOff ? true : nil
     }
 
     /// Whether only the end of the scoped call that acquired it can release it.
     public var isPinned: Bool { pinned ?? false }
+}
+
+/// A waiter's frames refer to the task object of a holder that is not its structured child.
+public struct HandleEvidence: Sendable, Hashable, Codable {
+    /// The waiting task whose frames hold the reference.
+    public var waiter: TaskID
+    /// What the holder task seemed to be doing, read from memory that may no longer be the task's
+    /// (`nil` when it did not look like that task any more).
+    public var holderState: RuntimeTaskState?
+
+    public init(waiter: TaskID, holderState: RuntimeTaskState?) {
+        self.waiter = waiter; self.holderState = holderState
+    }
 }
 
 /// Where the runtime showed a holding to be: in the result of a finished structured child task that
@@ -172,13 +192,18 @@ public struct TreeNodeRecord: Sendable, Hashable, Codable {
     /// For tasks: what the runtime showed the task doing, when it could be read safely (waiters, and
     /// the structured children of waiters); `nil` when unknown.
     public var taskState: RuntimeTaskState?
+    /// For a finished task: `false` when its result's type holds no references at all (`Void`, plain
+    /// values), so no holding can be parked in it; `nil` when it can, or is not known.
+    public var resultHoldsReferences: Bool?
 
     public init(id: NodeID, kind: Kind, parent: NodeID?, name: String?, task: TaskID,
                 state: ScopeNode.State?, openedAt: MonotonicInstant?, closedAt: MonotonicInstant?,
-                link: ParentLink? = nil, taskKind: RuntimeTaskKind? = nil, taskState: RuntimeTaskState? = nil) {
+                link: ParentLink? = nil, taskKind: RuntimeTaskKind? = nil, taskState: RuntimeTaskState? = nil,
+                resultHoldsReferences: Bool? = nil) {
         self.id = id; self.kind = kind; self.parent = parent; self.name = name; self.task = task
         self.state = state; self.openedAt = openedAt; self.closedAt = closedAt
         self.link = link; self.taskKind = taskKind; self.taskState = taskState
+        self.resultHoldsReferences = resultHoldsReferences
     }
 }
 

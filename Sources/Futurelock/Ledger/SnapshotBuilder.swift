@@ -27,6 +27,10 @@ struct SnapshotBuilder {
 
     /// The accumulating-group type word to inspect waiters with; `nil`: no inspection.
     let inspectionGroupType: UInt?
+    /// Whether waiters' frames may be scanned for references to holders' task objects.
+    let scansFrames: Bool
+    /// Of the resource being visited: holders that are candidates for a frame scan.
+    private var frameScanCandidates: [(index: Int, address: UInt, task: TaskID, ancestors: [UInt64])] = []
     /// Why inspection was not possible, if it was attempted and failed.
     private(set) var inspectionProblem: String?
     /// Of the resource being visited: ancestors of its holders, and where each slot's record is.
@@ -40,10 +44,12 @@ struct SnapshotBuilder {
         /// The scope the task inherited when it was spawned.
         var inherited: NodeID?
         var state: RuntimeTaskState?
+        var resultHoldsNoReferences = false
     }
 
-    init(inspectionGroupType: UInt? = nil) {
+    init(inspectionGroupType: UInt? = nil, scansFrames: Bool = false) {
         self.inspectionGroupType = inspectionGroupType
+        self.scansFrames = scansFrames
     }
 
     private mutating func callSite(_ site: StaticCallSite) -> CallSite {
@@ -61,17 +67,22 @@ struct SnapshotBuilder {
         currentResource = resource.id
         holderAncestors.removeAll(keepingCapacity: true)
         holdingIndexBySlot.removeAll(keepingCapacity: true)
+        frameScanCandidates.removeAll(keepingCapacity: true)
     }
 
     mutating func addHolding(id: UInt64, slot: Int32, resource: ResourceID, kind: HoldingKind, stamp: OwnerStamp,
-                             acquiredBy: TaskID?) {
+                             acquiredBy: TaskID?, handsOff: Bool = false) {
         holdingIndexBySlot[slot] = holdings.count
-        for ancestor in stamp.ancestry.ancestors { holderAncestors.insert(ancestor.id.rawValue) }
+        let ancestors = stamp.ancestry.ancestors.map(\.id.rawValue)
+        for ancestor in ancestors { holderAncestors.insert(ancestor) }
+        if scansFrames, !stamp.isPinned, stamp.taskAddress != 0, stamp.ancestry.kind != .asyncLet {
+            frameScanCandidates.append((holdings.count, stamp.taskAddress, stamp.task, ancestors))
+        }
         holdings.append(HoldingRecord(
             id: id, resource: resource, kind: kind, holder: node(for: stamp), holderTask: stamp.task,
             site: callSite(stamp.site), since: stamp.time,
             acquiredBy: acquiredBy == stamp.task ? nil : acquiredBy,
-            backtrace: stamp.backtrace?.addresses, pinned: stamp.isPinned))
+            backtrace: stamp.backtrace?.addresses, pinned: stamp.isPinned, siteHandsOff: handsOff))
     }
 
     /// Records a waiter. Call it under the resource's lock, after its holdings: a waiter that is an
@@ -87,6 +98,25 @@ struct SnapshotBuilder {
            holderAncestors.contains(stamp.task.rawValue), stamp.taskAddress != 0 {
             inspect(stamp, resource: resource, groupType: groupType)
         }
+        if !frameScanCandidates.isEmpty, position < RuntimeFrameScanner.waitersScannedPerResource,
+           Self.blocksOnCapacity(kind), let task = UnsafeRawPointer(bitPattern: stamp.taskAddress) {
+            scanFrames(of: task, waiter: stamp.task)
+        }
+    }
+
+    private static func blocksOnCapacity(_ kind: WaitKind) -> Bool { kind != .receive }
+
+    /// Looks for references to unrelated holders' task objects in a waiter's frames.
+    private mutating func scanFrames(of task: UnsafeRawPointer, waiter: TaskID) {
+        let candidates = frameScanCandidates.filter { $0.task != waiter && !$0.ancestors.contains(waiter.rawValue) }
+        guard !candidates.isEmpty,
+              let found = RuntimeFrameScanner.references(in: task, to: Set(candidates.map(\.address))),
+              !found.isEmpty else { return }
+        for candidate in candidates where found.contains(candidate.address) && holdings[candidate.index].handle == nil {
+            holdings[candidate.index].handle = HandleEvidence(
+                waiter: waiter,
+                holderState: RuntimeFrameScanner.peekState(ofTaskAt: candidate.address, id: candidate.task))
+        }
     }
 
     private mutating func inspect(_ stamp: OwnerStamp, resource: ResourceID, groupType: UInt) {
@@ -101,6 +131,7 @@ struct SnapshotBuilder {
                 facts.runtimeParent = stamp.task
                 facts.kind = child.kind
                 facts.state = child.state
+                facts.resultHoldsNoReferences = child.resultHoldsNoReferences
                 tasks[child.id] = facts
                 for found in child.found where found.resource == resource && found.isSolelyParked {
                     guard let index = holdingIndexBySlot[found.slot] else { continue }
@@ -202,7 +233,8 @@ struct SnapshotBuilder {
             }
             nodes.append(TreeNodeRecord(
                 id: .task(task), kind: .task, parent: parent, name: nil, task: task, state: nil,
-                openedAt: nil, closedAt: nil, link: link, taskKind: facts.kind, taskState: facts.state))
+                openedAt: nil, closedAt: nil, link: link, taskKind: facts.kind, taskState: facts.state,
+                resultHoldsReferences: facts.resultHoldsNoReferences ? false : nil))
         }
         return LedgerSnapshot(
             takenAt: takenAt,

@@ -86,6 +86,11 @@ extension Semaphore {
             return .none
         }
 
+        /// Notes that `task` releases the permit in `slot` (see ``HoldingTable/noteRelease(_:by:)``).
+        mutating func noteRelease(slot: Int32, by task: TaskID) {
+            holdings.noteRelease(slot, by: task)
+        }
+
         /// Records that the current task owns the permit now.
         mutating func transfer(slot: Int32, to task: TaskID, node: ScopeNode?) -> TaskID? {
             holdings.transfer(slot, to: task, node: node)

@@ -172,18 +172,22 @@ public final class Semaphore: Sendable, HoldingTransferring {
     // MARK: - Releasing (called by Permit)
 
     func release(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
-        // The holding disappears with this release, so who released it only matters to the event
-        // history: without history the releasing task is not even read.
-        let releaser = history != nil && slot != StateMachine.untrackedSlot ? TaskID.current : .none
+        // Who releases matters when it is not the holder: the acquisition site hands permits on
+        // (and the event history records the move).
+        let releaser = slot != StateMachine.untrackedSlot ? ledger.context.task : .none
         let (action, moved) = state.withLock { machine -> (StateMachine.ReleaseAction, Bool) in
             var moved = false
             if releaser != .none, let holder = machine.holdings[slot]?.stamp.task, holder != releaser {
-                _ = machine.transfer(slot: slot, to: releaser, node: nil)
+                if history != nil {
+                    _ = machine.transfer(slot: slot, to: releaser, node: nil)
+                } else {
+                    machine.noteRelease(slot: slot, by: releaser)
+                }
                 moved = true
             }
             return (machine.release(slot: slot), moved)
         }
-        if moved || history != nil {
+        if history != nil {
             let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
             if moved { record(.transfer, stamp) }
             record(.release, stamp)
@@ -234,7 +238,7 @@ extension Semaphore: LedgerTracked {
                 held: machine.held, waiting: machine.waiters.count))
             machine.holdings.forEach { slot, entry in
                 builder.addHolding(id: entry.serial, slot: slot, resource: id, kind: .permit, stamp: entry.stamp,
-                                   acquiredBy: entry.acquiredBy)
+                                   acquiredBy: entry.acquiredBy, handsOff: machine.holdings.handsOff(entry.stamp.site))
             }
             machine.waiters.forEachInOrder { position, _, waiter in
                 if let stamp = waiter.stamp {

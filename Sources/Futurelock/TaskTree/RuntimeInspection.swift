@@ -26,7 +26,8 @@ enum RuntimeInspection {
     enum Status: Sendable {
         case notStarted
         case running
-        case verified(groupType: UInt)
+        /// Parked results can be proved; `framesReadable` says whether frame scans passed too.
+        case verified(groupType: UInt, framesReadable: Bool)
         case failed(String)
     }
 
@@ -51,10 +52,21 @@ enum RuntimeInspection {
         case .whenVerified:
             let current = status.withLock { $0 }
             switch current {
-            case .verified(let groupType): return groupType
+            case .verified(let groupType, _): return groupType
             case .notStarted: _ = selfTest; return nil
             case .running, .failed: return nil
             }
+        }
+    }
+
+    /// Whether waiters' frames may be scanned (for `.trusting`, always).
+    static func scansFrames(for mode: Mode) -> Bool {
+        switch mode {
+        case .never: return false
+        case .trusting: return true
+        case .whenVerified:
+            if case .verified(_, true) = status.withLock({ $0 }) { return true }
+            return false
         }
     }
 
@@ -90,10 +102,11 @@ enum RuntimeInspection {
         for shape in [ParkedShape.groupChild, .asyncLet] {
             if let failure = await prove(shape, groupType: accumulating) { return .failed(failure) }
         }
-        return .verified(groupType: accumulating)
+        let framesReadable = await prove(.taskHandle, groupType: accumulating) == nil
+        return .verified(groupType: accumulating, framesReadable: framesReadable)
     }
 
-    enum ParkedShape { case groupChild, asyncLet }
+    enum ParkedShape { case groupChild, asyncLet, taskHandle }
 
     /// Forms a futurelock of `shape` on a private semaphore and checks that a snapshot proves the
     /// child's parked permit and relates the child to its parent; `nil` when it does.
@@ -116,6 +129,11 @@ enum RuntimeInspection {
                 while semaphore.availablePermits > 0 { try Task.checkCancellation(); await Task.yield() }
                 try await semaphore.acquire().release()
                 try await held.release()
+            case .taskHandle:
+                let held = Task { try await semaphore.acquire() }
+                while semaphore.availablePermits > 0 { try Task.checkCancellation(); await Task.yield() }
+                try await semaphore.acquire().release()
+                try await held.value.release()
             }
         }
         defer { parent.cancel() }
@@ -124,10 +142,15 @@ enum RuntimeInspection {
         while ContinuousClock.now < deadline {
             let snapshot = ledger.snapshot()
             if let wait = snapshot.waits.first, let holding = snapshot.holdings.first {
-                let nodes = Dictionary(snapshot.nodes.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-                let related = nodes[holding.holder]?.parent == .task(wait.waiterTask)
-                if holding.parked?.child == holding.holderTask, related { return nil }
-                last = related ? "the parked permit was not proved" : "the child was not related to its parent"
+                if shape == .taskHandle {
+                    if holding.handle?.waiter == wait.waiterTask, holding.handle?.holderState == .finished { return nil }
+                    last = "the task handle was not found in the waiting task's frames"
+                } else {
+                    let nodes = Dictionary(snapshot.nodes.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+                    let related = nodes[holding.holder]?.parent == .task(wait.waiterTask)
+                    if holding.parked?.child == holding.holderTask, related { return nil }
+                    last = related ? "the parked permit was not proved" : "the child was not related to its parent"
+                }
             }
             try? await Task.sleep(for: .milliseconds(2))
         }
@@ -143,7 +166,8 @@ extension TaskTree {
     public static var runtimeInspectionStatus: String? {
         switch RuntimeInspection.status.withLock({ $0 }) {
         case .notStarted, .running: return nil
-        case .verified: return "verified: parked results are read from the runtime"
+        case .verified(_, let frames):
+            return "verified: parked results are read from the runtime" + (frames ? "; waiters' frames are scanned for task handles" : "; waiters' frames cannot be scanned for task handles")
         case .failed(let reason): return "unavailable: \(reason)"
         }
     }

@@ -67,6 +67,9 @@ struct InspectedChild: Sendable {
     var state: RuntimeTaskState
     /// Holdings found in its result (only for `finished` children).
     var found: [FoundHolding]
+    /// For a `finished` child: its result's type holds no references at all (`Void`, plain values),
+    /// so nothing can be parked in it.
+    var resultHoldsNoReferences = false
 }
 
 /// A permit, send slot or lease object: what the reader looks for inside parked results.
@@ -75,6 +78,10 @@ protocol RecordedHolding: AnyObject {
     var recordedSlot: Int32 { get }
     /// Released, sent on, or returned already.
     var isSpent: Bool { get }
+    /// Records that the holding is on its way to a task not known yet (sent through a channel).
+    func recordTransit(fileID: StaticString, line: UInt, function: StaticString)
+    /// Records that the calling task owns the holding now (received from a channel).
+    func recordClaim(fileID: StaticString, line: UInt, function: StaticString)
 }
 
 enum RuntimeTaskInspector {
@@ -199,13 +206,14 @@ enum RuntimeTaskInspector {
                 state = .suspended
             }
         }
-        var found: [FoundHolding] = []
+        var inspected = InspectedChild(id: id, kind: kind, state: state, found: [])
         if state == .finished,
            let metadata = child.load(fromByteOffset: fragment + futureResultTypeOffset, as: UnsafeRawPointer?.self) {
-            found = ParkedResultSearch.holdings(inResultOf: unsafeBitCast(metadata, to: Any.Type.self),
-                                                fragment: child + fragment)
+            let type = unsafeBitCast(metadata, to: Any.Type.self)
+            inspected.resultHoldsNoReferences = ParkedResultSearch.holdsNoReferences(type)
+            inspected.found = ParkedResultSearch.holdings(inResultOf: type, fragment: child + fragment)
         }
-        return InspectedChild(id: id, kind: kind, state: state, found: found)
+        return inspected
     }
 
     /// The group-object type word of the innermost task group of the *current* task, read from its
@@ -228,6 +236,12 @@ enum RuntimeTaskInspector {
 /// Copies a parked result out and finds the holdings in it (see the file header for the proof).
 enum ParkedResultSearch {
     static let maximumDepth = 8
+
+    /// Whether values of `type` contain no references (empty or plain data).
+    static func holdsNoReferences(_ type: Any.Type) -> Bool {
+        func check<Value>(_: Value.Type) -> Bool { MemoryLayout<Value>.size == 0 || _isPOD(Value.self) }
+        return _openExistential(type, do: check)
+    }
 
     static func holdings(inResultOf type: Any.Type, fragment: UnsafeRawPointer) -> [FoundHolding] {
         func search<Result>(_: Result.Type) -> [FoundHolding] {

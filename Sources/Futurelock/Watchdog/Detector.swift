@@ -133,7 +133,7 @@ public enum Detector {
             let holder = party(culprit.holding, index)
             var evidence = [
                 "\(waiter.pathDescription) waits for \(resource.label) at \(wait.site) (position \(wait.position))",
-                "every \(unit) of \(resource.label) is held inside the waiting task's own tree",
+                "every \(unit) of \(resource.label) is held by work the waiting task started",
             ]
             var what = "a child task"
             for edge in parked {
@@ -142,11 +142,15 @@ public enum Detector {
                 let site = edge.holding.site
                 switch how {
                 case .runtime(let result):
-                    what = "its finished \(result.childKind) task \(result.child.rawValue)"
+                    let named = index.nodes[edge.holding.holder].flatMap { $0.kind == .scope ? $0.name : nil }
+                    what = (named.map { "'\($0)' in " } ?? "") + "its finished \(result.childKind) task \(result.child.rawValue)"
                     evidence.append("the \(unit) acquired at \(site) by \(who) is held only by the result of task \(result.child.rawValue) (\(result.childKind)), which has finished and which task \(result.parent.rawValue) has not consumed: the runtime shows the result holding the \(unit) object \(result.references == 1 ? "once" : "\(result.references) times"), and no other strong, unowned or weak reference to it exists")
                 case .annotation(let scope):
                     what = "'\(scope)'"
                     evidence.append("\(who) holds a \(unit) acquired at \(site); its scope '\(scope)' has finished and its result has not been taken — suspected: the runtime did not show the \(unit) alone in a parked result, so it may have been passed on")
+                case .handle(let finished):
+                    what = "task \(edge.holding.holderTask.rawValue) (a `Task` whose handle it keeps)"
+                    evidence.append("\(who) is an unstructured task (the runtime does not link it to the waiter), holding a \(unit) acquired at \(site); the waiting task's suspended frames refer to its task object — most likely the `Task` handle it means to await later, though a stale copy of the reference cannot be ruled out — and the task \(finished ? "looked finished, with the \(unit) in its result" : "could not be seen any more"); whoever holds the handle could take the result, so this is not proved. Both the holding and the wait are older than the grace period")
                 case .inferred(let structured, let finished):
                     if finished {
                         evidence.append("\(who) is a structured child of the waiter that the runtime shows finished, holding a \(unit) acquired at \(site) — suspected: its result does not hold the \(unit) object alone and directly (it may hold it inside another object, or the \(unit) may have been passed on)")
@@ -164,7 +168,7 @@ public enum Detector {
             let summary = "\(waiter.pathDescription) waits for \(resource.label), whose \(unit) is held by \(what) it no longer drives"
             let explanation = """
                 \(waiter.pathDescription) is suspended at \(wait.site) waiting for \(resource.label). \
-                Every \(unit) of \(resource.label) is held inside that task's own tree: \(holder.pathDescription) \
+                Every \(unit) of \(resource.label) is held by work that task started: \(holder.pathDescription) \
                 acquired one at \(culprit.holding.site) \(formatAge(holder.age)) ago and then stopped running — \
                 its result (and the \(unit) with it) is parked where only the waiting task could consume it, \
                 and the waiting task is blocked in this very wait. The \(unit) can never be released, so \

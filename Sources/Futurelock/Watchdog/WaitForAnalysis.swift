@@ -33,6 +33,9 @@ struct WaitForAnalysis {
         /// The holder descends from the waiter (through structured links only, or not) and has held
         /// since before the grace period; `finished` when the runtime showed the child finished.
         case inferred(structured: Bool, finished: Bool)
+        /// The holder is an unstructured task whose object the waiter's frames refer to (its `Task`
+        /// handle, most likely); `finished` when the holder looked finished.
+        case handle(finished: Bool)
 
         var isProved: Bool {
             if case .runtime = self { return true }
@@ -76,9 +79,21 @@ struct WaitForAnalysis {
         // Handed off and not yet claimed: whoever has it can release it.
         if holding.holderTask == .none { return .other }
         if let parked = holding.parked, parked.parent == waiter { return .parked(.runtime(parked)) }
-        if holding.holderTask == waiter { return .selfHeld(pinned: holding.isPinned) }
+        if holding.holderTask == waiter {
+            // A permit object from a site whose holdings other tasks have released before is most
+            // likely out with such a task now (the bounded-concurrency loop): it can be released.
+            if !holding.isPinned, holding.siteHandsOff == true { return .other }
+            return .selfHeld(pinned: holding.isPinned)
+        }
         // A holder that is itself waiting is blocked, not parked: the cycle analysis decides.
         if index.waitByTask[holding.holderTask] != nil { return .other }
+        let handle = holding.handle.flatMap { $0.waiter == waiter && !holding.isPinned ? $0 : nil }
+        switch handle?.holderState {
+        case .running?, .enqueued?, .suspended?:
+            return .runningChild(scope: "task \(holding.holderTask.rawValue)")
+        default:
+            break
+        }
         // Walk up from the holder to the waiter's own nodes. The innermost tracked scope that is not
         // consumed, and the runtime's view of the waiter's child on the way, decide.
         var annotated: Blocker?
@@ -95,6 +110,10 @@ struct WaitForAnalysis {
                 case .failed?:
                     return .other
                 case .finished?:
+                    // A result that can hold no object cannot hold the holding: it went elsewhere.
+                    if let child = below, index.nodes[.task(child.task)]?.resultHoldsReferences == false {
+                        return .other
+                    }
                     return .parked(.inferred(structured: structured, finished: true))
                 case nil:
                     return .parked(.inferred(structured: structured, finished: false))
@@ -110,6 +129,7 @@ struct WaitForAnalysis {
             }
             below = node
         }
+        if let handle { return .parked(.handle(finished: handle.holderState == .finished)) }
         return .other
     }
     /// A resource whose every unit is held by a recorded holding (nothing free, nothing buffered or
@@ -153,11 +173,13 @@ struct WaitForAnalysis {
             switch evidence {
             case .runtime: return (waiter.waiterTask, direct, true)
             case .annotation: return (waiter.waiterTask, direct, false)
-            case .inferred: return graceMet(holding, waiter) ? (waiter.waiterTask, direct, false) : nil
+            case .inferred, .handle: return graceMet(holding, waiter) ? (waiter.waiterTask, direct, false) : nil
             }
         case .runningChild: return nil
         case .other: break
         }
+        // The waiter's own holding, judged releasable (handed on, by the look of its site).
+        if holding.holderTask == waiter.waiterTask { return nil }
         if stuck.contains(holding.holderTask) {
             // The holder is stuck in a wait; it still has the holding only if it never passed it on.
             return (holding.holderTask, .other, holding.isPinned)
@@ -171,7 +193,7 @@ struct WaitForAnalysis {
                 return (node.task, blocker, true)
             case .parked(.annotation):
                 return (node.task, blocker, false)
-            case .parked(.inferred) where graceMet(holding, ownerWait):
+            case .parked(.inferred) where graceMet(holding, ownerWait), .parked(.handle) where graceMet(holding, ownerWait):
                 return (node.task, blocker, false)
             default:
                 return nil
