@@ -6,7 +6,7 @@
 //   swift run -c release futurelock-bench --quick    reduced counts, for a CI smoke run
 //   swift run -c release futurelock-bench scale [--waiters N] [--quick]
 //   extra flags: --reps N (measured repetitions; one unmeasured warm-up repetition is always added),
-//                --only KEY-PREFIX (repeatable; keys: sem-uncontended, sem-try, sem-scoped, cap1-1p,
+//                --only KEY-PREFIX (repeatable; keys: sem-uncontended, sem-try, sem-scoped, sem-grandchild, cap1-1p,
 //                cap1024-1p, cap1024-16p, chan-uncontended, sem-contended)
 //
 // Method. Every scenario runs all its variants once per repetition, in an order rotated each
@@ -198,6 +198,20 @@ enum FuturelockBench {
     /// (which the holding record retains and its release releases).
     static func semaphoreScoped(_ mode: LedgerMode, ops: Int) async throws -> Sample {
         try await TaskTree.scope("bench-scope") { try await semaphoreUncontended(mode, ops: ops) }
+    }
+
+    /// The uncontended pair run by a grandchild task (a task-group child of a task-group child), so
+    /// every stamp reads two structured ancestors from the runtime.
+    static func semaphoreInGrandchild(_ mode: LedgerMode, ops: Int) async throws -> Sample {
+        try await withThrowingTaskGroup(of: Sample.self) { outer in
+            outer.addTask {
+                try await withThrowingTaskGroup(of: Sample.self) { inner in
+                    inner.addTask { try await semaphoreUncontended(mode, ops: ops) }
+                    return try await inner.next()!
+                }
+            }
+            return try await outer.next()!
+        }
     }
 
     static func semaphoreUncontended(_ mode: LedgerMode, ops: Int) async throws -> Sample {
@@ -392,6 +406,11 @@ enum Suite {
             key: "sem-scoped", title: "1c. acquire()+release() inside a TaskTree.scope", metric: .nsPerOp,
             variants: [LedgerMode.on, .off].map { mode in
                 Variant(name: mode.rawValue) { try await FuturelockBench.semaphoreScoped(mode, ops: semOps) }
+            }, reps: config.semaphoreReps, isTarget: false))
+        scenarios.append(Scenario(
+            key: "sem-grandchild", title: "1d. acquire()+release() in a grandchild task (ancestry read)", metric: .nsPerOp,
+            variants: [LedgerMode.on, .off].map { mode in
+                Variant(name: mode.rawValue) { try await FuturelockBench.semaphoreInGrandchild(mode, ops: semOps) }
             }, reps: config.semaphoreReps, isTarget: false))
 
         let shapes: [(key: String, title: String, capacity: Int, producers: Int, messages: Int)] = [

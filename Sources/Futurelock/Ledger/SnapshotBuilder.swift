@@ -100,15 +100,18 @@ struct SnapshotBuilder {
         }
         if !frameScanCandidates.isEmpty, position < RuntimeFrameScanner.waitersScannedPerResource,
            Self.blocksOnCapacity(kind), let task = UnsafeRawPointer(bitPattern: stamp.taskAddress) {
-            scanFrames(of: task, waiter: stamp.task)
+            scanFrames(of: task, waiter: stamp.task, waiterAncestors: stamp.ancestry.ancestors.map(\.id))
         }
     }
 
     private static func blocksOnCapacity(_ kind: WaitKind) -> Bool { kind != .receive }
 
     /// Looks for references to unrelated holders' task objects in a waiter's frames.
-    private mutating func scanFrames(of task: UnsafeRawPointer, waiter: TaskID) {
-        let candidates = frameScanCandidates.filter { $0.task != waiter && !$0.ancestors.contains(waiter.rawValue) }
+    private mutating func scanFrames(of task: UnsafeRawPointer, waiter: TaskID, waiterAncestors: [TaskID]) {
+        // Not the waiter itself, nor its structured relatives: a reference to those is no `Task` handle.
+        let candidates = frameScanCandidates.filter {
+            $0.task != waiter && !$0.ancestors.contains(waiter.rawValue) && !waiterAncestors.contains($0.task)
+        }
         guard !candidates.isEmpty,
               let found = RuntimeFrameScanner.references(in: task, to: Set(candidates.map(\.address))),
               !found.isEmpty else { return }
