@@ -37,12 +37,18 @@ enum DotDump {
             let color = hot.contains(id) ? "red" : "gray30"
             let text: String
             switch node.kind {
-            case .task: text = "task \(node.task.rawValue)"
+            case .task:
+                let facts = [node.taskKind.flatMap { $0 == .unstructured ? nil : $0.description },
+                             node.taskState?.description].compactMap { $0 }
+                text = "task \(node.task.rawValue)" + (facts.isEmpty ? "" : "\n" + facts.joined(separator: ", "))
             case .scope: text = "\(node.name ?? "scope")\n\(node.state.map { "\($0)" } ?? "")"
             }
             out += "  \(id) [shape=ellipse, color=\(color), label=\"\(escape(text))\"];\n"
             if let parent = node.parent, needed.contains(parent) {
-                out += "  \(nodeID(parent)) -> \(id) [color=gray70, arrowhead=none];\n"
+                // A structured child hangs from its parent with a solid edge; an inherited scope
+                // (an unstructured task) with a dotted one.
+                let style = node.link == .inherited ? ", style=dotted" : ""
+                out += "  \(nodeID(parent)) -> \(id) [color=gray70, arrowhead=none\(style)];\n"
             }
         }
         for holding in dump.snapshot.holdings {
