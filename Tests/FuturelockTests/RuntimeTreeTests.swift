@@ -11,11 +11,13 @@ struct RuntimeTreeTests {
 
     /// Runs `scenario` until the watchdog reports a certain lock, and returns it (cancelling the
     /// scenario, whose primitives then unwind). The test's time limit ends a search that never succeeds.
-    private func certainLock(_ scenario: @escaping @Sendable () async throws -> Void) async throws -> (Finding, Report) {
+    private func certainLock(once ready: @escaping @Sendable () -> Bool = { true },
+                             _ scenario: @escaping @Sendable () async throws -> Void) async throws -> (Finding, Report) {
         #expect(await TaskTree.verifyRuntimeInspection(), "\(TaskTree.runtimeInspectionStatus ?? "self-test pending")")
         let watchdog = Watchdog(ledger: ledger, configuration: .init(confirmation: .zero), logger: quiet)
         let task = Task { try await scenario() }
         var found: (Finding, Report)?
+        await eventually(ready)
         while found == nil, !Task.isCancelled {
             let report = watchdog.check()
             if let finding = report.findings.first(where: { $0.kind.isLock && $0.certainty == .certain }) {
@@ -136,6 +138,31 @@ struct RuntimeTreeTests {
         }
         #expect(finding.kind == .futurelock)
         #expect(finding.waiter?.path.count == 2, "the waiter is the outer group's child")
+    }
+
+    @Test(.timeLimit(.minutes(2))) func reservationReturnedByAChild_with50000SendersQueuedBehind_isCertainAndCountsThem() async throws {
+        let requests = try BoundedChannel<Int>(name: "requests", capacity: 1, ledger: ledger)
+        let innocents = 50_000
+        let culpritWaits = Gate()
+        let (finding, _) = try await certainLock(once: { requests.waitingSenderCount == innocents + 1 }) {
+            try await withThrowingDiscardingTaskGroup { clients in
+                clients.addTask {
+                    try await withThrowingTaskGroup(of: SendPermit<Int>.self) { race in
+                        race.addTask { try await requests.reserve() }
+                        while requests.availableSlots > 0 { try Task.checkCancellation(); await Task.yield() }
+                        culpritWaits.open()
+                        try await requests.send(1)
+                    }
+                }
+                await culpritWaits.wait()
+                for number in 0..<innocents {
+                    clients.addTask { try await requests.send(number) }
+                }
+            }
+        }
+        #expect(finding.kind == .futurelock)
+        #expect(finding.queued == innocents)
+        #expect(finding.queuedBySite.count == 1)
     }
 
     // MARK: - The tree itself

@@ -38,6 +38,9 @@ enum RuntimeInspection {
         status.withLock { $0 = .running }
         let outcome = await runSelfTest()
         status.withLock { $0 = outcome }
+        if case .failed(let reason) = outcome, RuntimeTaskLayout.current.availability.isAvailable {
+            Logger(label: "futurelock.ledger").notice("the runtime task reader failed its self-test, so no futurelock in un-annotated code will be reported as certain: \(reason)")
+        }
         return outcome
     }
 
