@@ -306,7 +306,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
     /// Records, for a message that is a holding, that it is on its way to a receiver.
     @usableFromInline
     func noteSending(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) {
-        (value as? any RecordedHolding)?.recordTransit(fileID: fileID, line: line, function: function)
+        (value as? any RecordedHolding)?.handOff(fileID: fileID, line: line, function: function)
     }
 
     /// Records, for a message that is a holding, that the receiving task owns it now.
@@ -318,7 +318,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
 
     @usableFromInline
     func noteReceived(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) {
-        (value as? any RecordedHolding)?.recordClaim(fileID: fileID, line: line, function: function)
+        (value as? any RecordedHolding)?.claim(fileID: fileID, line: line, function: function)
     }
 
     /// What ``tryReceive(fileID:line:function:)`` found.

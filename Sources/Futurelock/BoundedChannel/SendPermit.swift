@@ -137,10 +137,4 @@ extension SendPermit: RecordedHolding {
     var recordedResource: ResourceID { channel.id }
     var recordedSlot: Int32 { slot }
     var isSpent: Bool { isUsed }
-    func recordTransit(fileID: StaticString, line: UInt, function: StaticString) {
-        handOff(fileID: fileID, line: line, function: function)
-    }
-    func recordClaim(fileID: StaticString, line: UInt, function: StaticString) {
-        claim(fileID: fileID, line: line, function: function)
-    }
 }

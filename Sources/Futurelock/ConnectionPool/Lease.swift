@@ -124,10 +124,4 @@ extension ConnectionPool.Lease: RecordedHolding {
     var recordedResource: ResourceID { pool.id }
     var recordedSlot: Int32 { slot }
     var isSpent: Bool { isReleased }
-    func recordTransit(fileID: StaticString, line: UInt, function: StaticString) {
-        handOff(fileID: fileID, line: line, function: function)
-    }
-    func recordClaim(fileID: StaticString, line: UInt, function: StaticString) {
-        claim(fileID: fileID, line: line, function: function)
-    }
 }

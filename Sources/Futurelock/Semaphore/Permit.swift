@@ -70,10 +70,4 @@ extension Permit: RecordedHolding {
     var recordedResource: ResourceID { semaphore.id }
     var recordedSlot: Int32 { slot }
     var isSpent: Bool { isReleased }
-    func recordTransit(fileID: StaticString, line: UInt, function: StaticString) {
-        handOff(fileID: fileID, line: line, function: function)
-    }
-    func recordClaim(fileID: StaticString, line: UInt, function: StaticString) {
-        claim(fileID: fileID, line: line, function: function)
-    }
 }

@@ -79,9 +79,9 @@ protocol RecordedHolding: AnyObject {
     /// Released, sent on, or returned already.
     var isSpent: Bool { get }
     /// Records that the holding is on its way to a task not known yet (sent through a channel).
-    func recordTransit(fileID: StaticString, line: UInt, function: StaticString)
+    func handOff(fileID: StaticString, line: UInt, function: StaticString)
     /// Records that the calling task owns the holding now (received from a channel).
-    func recordClaim(fileID: StaticString, line: UInt, function: StaticString)
+    func claim(fileID: StaticString, line: UInt, function: StaticString)
 }
 
 enum RuntimeTaskInspector {

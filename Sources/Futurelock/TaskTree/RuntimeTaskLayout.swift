@@ -143,15 +143,15 @@ struct RuntimeTaskLayout: Sendable {
 }
 
 /// How a task is related to the task that created it, as the runtime records it.
-public enum RuntimeTaskKind: UInt8, Sendable, Hashable, Codable, CustomStringConvertible {
+public enum RuntimeTaskKind: String, Sendable, Hashable, Codable, CustomStringConvertible {
     /// A task with no structured parent: a top-level task, `Task {}` or `Task.detached`.
-    case unstructured = 0
+    case unstructured
     /// A child of a task group (`withTaskGroup`, `withThrowingTaskGroup`, discarding groups).
-    case groupChild = 1
+    case groupChild = "group child"
     /// An `async let` child.
-    case asyncLet = 2
+    case asyncLet = "async let"
     /// Another structured child.
-    case child = 3
+    case child
 
     @inlinable
     init(flags: UInt32) {
@@ -166,31 +166,28 @@ public enum RuntimeTaskKind: UInt8, Sendable, Hashable, Codable, CustomStringCon
         }
     }
 
+    /// Two bits, for packing into ``TaskAncestry``.
+    @inlinable
+    var bits: UInt16 {
+        switch self {
+        case .unstructured: return 0
+        case .groupChild: return 1
+        case .asyncLet: return 2
+        case .child: return 3
+        }
+    }
+
+    init(bits: UInt16) {
+        switch bits & 3 {
+        case 1: self = .groupChild
+        case 2: self = .asyncLet
+        case 3: self = .child
+        default: self = .unstructured
+        }
+    }
+
     /// Whether the runtime links the task to a parent.
     public var isStructured: Bool { self != .unstructured }
 
-    public var description: String {
-        switch self {
-        case .unstructured: return "unstructured"
-        case .groupChild: return "group child"
-        case .asyncLet: return "async let"
-        case .child: return "child"
-        }
-    }
-
-    /// Encoded by name, like every other enum in a dump.
-    public init(from decoder: any Decoder) throws {
-        let name = try decoder.singleValueContainer().decode(String.self)
-        guard let kind = [RuntimeTaskKind.unstructured, .groupChild, .asyncLet, .child]
-            .first(where: { $0.description == name }) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                    debugDescription: "unknown task kind \"\(name)\""))
-        }
-        self = kind
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
+    public var description: String { rawValue }
 }

@@ -25,7 +25,7 @@ struct TaskAncestry: Sendable, BitwiseCopyable {
 
     @inlinable
     mutating func setKind(_ kind: RuntimeTaskKind, level: Int) {
-        kinds |= UInt16(kind.rawValue) << UInt16(2 * level)
+        kinds |= kind.bits << UInt16(2 * level)
     }
 
     @inlinable
@@ -46,7 +46,7 @@ struct TaskAncestry: Sendable, BitwiseCopyable {
     }
 
     func kind(level: Int) -> RuntimeTaskKind {
-        RuntimeTaskKind(rawValue: UInt8((kinds >> UInt16(2 * level)) & 3)) ?? .unstructured
+        RuntimeTaskKind(bits: kinds >> UInt16(2 * level))
     }
 
     /// The ancestors kept, parent first, each with its own kind.
