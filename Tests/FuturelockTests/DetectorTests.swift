@@ -173,6 +173,9 @@ struct DetectorTests {
         let finding = try #require(fixture.findings().first)
         #expect(finding.kind == .deadlock && finding.certainty == .suspected)
         #expect(finding.evidence.contains { $0.contains("may have handed to another task") })
+        #expect(finding.gracePeriod == 1)
+        // Younger than the grace period, permit objects prove nothing yet: no finding at all.
+        #expect(fixture.findings(DetectionPolicy(gracePeriod: .seconds(5))).filter(\.kind.isLock).isEmpty)
     }
 
     @Test func deadlock_ABBA_isOneCertainFindingWithTheCycle() throws {

@@ -40,7 +40,9 @@ struct DumpTests {
     }
 
     @Test func jsonLines_roundTripsSnapshotAndFindings() throws {
-        let dump = incident(innocents: 3)
+        var dump = incident(innocents: 3)
+        dump.snapshot.taskTree = "task tree from the Swift runtime (layout version 1, task size 208)"
+        dump.snapshot.inspectionUnavailable = "the runtime reader's one-time self-test has not finished yet"
         let text = try dump.render(.jsonLines)
         let lines = text.split(separator: "\n")
         #expect(lines.first?.contains("\"type\":\"header\"") == true)
@@ -51,6 +53,8 @@ struct DumpTests {
         #expect(back.snapshot.waits == dump.snapshot.waits)
         #expect(back.snapshot.nodes == dump.snapshot.nodes)
         #expect(back.snapshot.resources == dump.snapshot.resources)
+        #expect(back.snapshot.taskTree == dump.snapshot.taskTree)
+        #expect(back.snapshot.inspectionUnavailable == dump.snapshot.inspectionUnavailable)
         let finding = try #require(lines.first { $0.contains("\"type\":\"finding\"") })
         for key in ["\"kind\"", "\"certainty\"", "\"resource\"", "\"holder\"", "\"waiter\"", "\"queued\"",
                     "\"summary\"", "\"fix\"", "\"task\"", "\"path\"", "\"site\""] {

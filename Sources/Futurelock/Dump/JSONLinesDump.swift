@@ -23,6 +23,10 @@ public enum JSONLinesDump {
         var resources: Int
         var holdings: Int
         var waits: Int
+        /// Where the task tree came from (absent in dumps written before it was recorded).
+        var taskTree: String?
+        /// Why parked results were not read from the runtime, when they were not.
+        var inspectionUnavailable: String?
     }
 
     private struct TypeProbe: Decodable {
@@ -61,7 +65,8 @@ public enum JSONLinesDump {
         let snapshot = dump.snapshot
         try emit("header", Header(format: formatName, takenAt: snapshot.takenAt, findings: dump.findings.count,
                                   resources: snapshot.resources.count, holdings: snapshot.holdings.count,
-                                  waits: snapshot.waits.count))
+                                  waits: snapshot.waits.count, taskTree: snapshot.taskTree,
+                                  inspectionUnavailable: snapshot.inspectionUnavailable))
         for finding in dump.findings { try emit("finding", finding) }
         for resource in snapshot.resources { try emit("resource", resource) }
         let named = Set(dump.findings.flatMap { [$0.holder?.node, $0.waiter?.node].compactMap { $0 } })
@@ -127,6 +132,8 @@ public enum JSONLinesDump {
                 }
                 header = read
                 snapshot.takenAt = read.takenAt
+                snapshot.taskTree = read.taskTree
+                snapshot.inspectionUnavailable = read.inspectionUnavailable
             case "finding": findings.append(try decode(Finding.self))
             case "resource": snapshot.resources.append(try decode(ResourceRecord.self))
             case "node": snapshot.nodes.append(try decode(TreeNodeRecord.self))

@@ -177,7 +177,7 @@ public enum Detector {
             return Candidate(
                 finding: Finding(
                     kind: .futurelock, certainty: certain ? .certain : .suspected, evidence: evidence,
-                    gracePeriod: certain ? nil : policy.gracePeriod.secondsDouble, resource: resource,
+                    gracePeriod: grace(edges, policy), resource: resource,
                     holder: holder, waiter: waiter, cycle: [], queued: queued, queuedBySite: groups,
                     summary: summary, explanation: explanation,
                     fix: futurelockFix(culprit.holding, unit: unit),
@@ -202,12 +202,17 @@ public enum Detector {
             finding: Finding(
                 kind: .selfDeadlock, certainty: certain ? .certain : .suspected,
                 evidence: evidence,
-                gracePeriod: certain ? nil : policy.gracePeriod.secondsDouble, resource: resource, holder: holder,
+                gracePeriod: grace(edges, policy), resource: resource, holder: holder,
                 waiter: waiter, cycle: [],
                 queued: queued, queuedBySite: groups, summary: summary, explanation: explanation,
                 fix: "Release the \(unit) acquired at \(held.site) before acquiring again, or pass it down instead of re-acquiring (for example, take a `Permit` parameter in the inner function). If the inner code really needs its own \(unit), give it a separate resource.",
                 key: "selfDeadlock:\(resource.id.rawValue):\(task.rawValue)"),
             proof: proof)
+    }
+
+    /// The grace period a finding used, if any of its edges only counts because it outlasted it.
+    static func grace(_ edges: [WaitForAnalysis.Edge], _ policy: DetectionPolicy) -> Double? {
+        edges.contains(where: \.restsOnTime) ? policy.gracePeriod.secondsDouble : nil
     }
 
     /// Evidence lines saying why the runtime could not prove more, when the snapshot says why.
@@ -270,6 +275,7 @@ public enum Detector {
         var holdings = Set<HoldingKey>()
         var waits = Set<WaitKey>()
         var certain = true
+        var cycleEdges: [WaitForAnalysis.Edge] = []
         var firstHolding: HoldingRecord?
         for task in ordered {
             guard let wait = index.waitByTask[task] else { continue }
@@ -278,6 +284,7 @@ public enum Detector {
             for edge in result.edges[task] ?? [] where members.contains(edge.to) {
                 holdings.insert(holdingKey(edge.holding))
                 if !edge.proved { certain = false }
+                cycleEdges.append(edge)
                 firstHolding = firstHolding ?? edge.holding
                 lines.append("\(index.path(of: wait.waiter).joined(separator: " › ")) waits at \(wait.site) for \(resource.label), held by \(index.path(of: edge.holding.holder).joined(separator: " › ")) (acquired at \(edge.holding.site))")
             }
@@ -301,7 +308,7 @@ public enum Detector {
         var evidence = lines
         for task in ordered {
             for edge in result.edges[task] ?? [] where members.contains(edge.to) && !edge.proved {
-                evidence.append("the \(unitName(edge.holding.kind)) acquired at \(edge.holding.site) is a `\(objectName(edge.holding.kind))` object its holder may have handed to another task, which the ledger cannot see — acquire with `\(scopedName(edge.holding.kind))` to make such a lock provable")
+                evidence.append("the \(unitName(edge.holding.kind)) acquired at \(edge.holding.site) is a `\(objectName(edge.holding.kind))` object its holder may have handed to another task, which the ledger cannot see; it has been held, and waited for, longer than the grace period — acquire with `\(scopedName(edge.holding.kind))` to make such a lock provable")
             }
         }
         if !certain { evidence += unprovedNote(index) }
@@ -318,7 +325,7 @@ public enum Detector {
                 finding: Finding(
                     kind: .futurelock, certainty: certain ? .certain : .suspected,
                     evidence: ["\(waiter.pathDescription) and work inside its own structured tree wait for each other"] + evidence,
-                    gracePeriod: certain ? nil : policy.gracePeriod.secondsDouble, resource: rootResource,
+                    gracePeriod: grace(cycleEdges, policy), resource: rootResource,
                     holder: holder, waiter: waiter, cycle: lines, queued: rootQueued, queuedBySite: rootGroups,
                     summary: "\(waiter.pathDescription) waits for \(rootResource.label), held by its own child task, which is blocked behind it",
                     explanation: "\(waiter.pathDescription) is suspended at \(rootWait.site) waiting for \(rootResource.label), held inside its own task tree by \(holder?.pathDescription ?? "a child task"). That child is itself waiting, and what it waits for can only come once the parent goes on: " + lines.joined(separator: "; ") + ". The parent cannot finish its child's scope while it waits, and the child cannot release while the parent holds what it needs." + queueText(rootQueued),
@@ -329,7 +336,7 @@ public enum Detector {
         return Candidate(
             finding: Finding(
                 kind: .deadlock, certainty: certain ? .certain : .suspected,
-                evidence: evidence, gracePeriod: certain ? nil : policy.gracePeriod.secondsDouble, resource: resource,
+                evidence: evidence, gracePeriod: grace(cycleEdges, policy), resource: resource,
                 holder: firstHolding.map { party($0, index) }, waiter: party(firstWait, index), cycle: lines,
                 queued: queued, queuedBySite: groups,
                 summary: "\(ordered.count) tasks wait for each other in a cycle over \(names.joined(separator: ", "))",

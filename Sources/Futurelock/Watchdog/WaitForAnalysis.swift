@@ -147,6 +147,15 @@ struct WaitForAnalysis {
         var blocker: Blocker
         /// Whether the edge is proved (see the type's notes); a finding is certain only if all are.
         var proved: Bool
+        /// Whether the edge only counts because the holding and the wait outlasted the grace period.
+        var restsOnTime: Bool {
+            switch blocker {
+            case .selfHeld(let pinned): return !pinned
+            case .parked(.inferred), .parked(.handle): return true
+            case .other: return !proved
+            case .parked, .runningChild: return false
+            }
+        }
     }
 
     struct Result {
@@ -181,8 +190,10 @@ struct WaitForAnalysis {
         // The waiter's own holding, judged releasable (handed on, by the look of its site).
         if holding.holderTask == waiter.waiterTask { return nil }
         if stuck.contains(holding.holderTask) {
-            // The holder is stuck in a wait; it still has the holding only if it never passed it on.
-            return (holding.holderTask, .other, holding.isPinned)
+            // The holder is stuck in a wait; it still has the holding only if it never passed it on,
+            // which only a pinned holding proves — an object it holds counts after the grace period.
+            if holding.isPinned { return (holding.holderTask, .other, true) }
+            return graceMet(holding, waiter) ? (holding.holderTask, .other, false) : nil
         }
         // Parked work inside the tree of some other stuck task.
         for node in chain(of: holding.holder) where node.task != holding.holderTask {
