@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import Testing
 @testable import Futurelock
 
@@ -163,6 +164,88 @@ struct RuntimeTreeTests {
         #expect(finding.kind == .futurelock)
         #expect(finding.queued == innocents)
         #expect(finding.queuedBySite.count == 1)
+    }
+
+    // MARK: - What the proof must not accept, and what it must survive
+
+    @Test(.timeLimit(.minutes(1))) func proof_aPermitOfAnotherLedgersSemaphoreWithTheSameIdsIsNotTakenForOurs() async throws {
+        // Two ledgers number their resources alike: both semaphores are resource 1, both permits slot 0.
+        let other = Ledger(logger: quiet)
+        let ours = try Semaphore(name: "ours", permits: 1, ledger: ledger)
+        let theirs = try Semaphore(name: "theirs", permits: 1, ledger: other)
+        #expect(ours.id == theirs.id)
+        let gate = Gate()
+        let locks = try await locksWhileRunning({
+            try await withThrowingTaskGroup(of: Permit?.self) { group in
+                group.addTask { try await ours.withPermit { await gate.wait() }; return nil }   // running
+                group.addTask { try await theirs.acquire() }                                     // finished
+                while ours.availablePermits > 0 || theirs.availablePermits > 0 {
+                    try Task.checkCancellation(); await Task.yield()
+                }
+                try await ours.acquire().release()
+                for try await permit in group { permit?.release() }
+            }
+        }, release: gate.open)
+        #expect(!locks.contains { $0.certainty == .certain }, "\(locks.map(\.summary))")
+    }
+
+    final class Shelf: Sendable {
+        let kept = Mutex<Permit?>(nil)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func proof_aParkedPermitSomeoneElseAlsoHoldsIsNotCertain() async throws {
+        let db = try Semaphore(name: "db", permits: 1, ledger: ledger)
+        let shelf = Shelf()
+        let locks = try await locksWhileRunning({
+            try await withThrowingTaskGroup(of: Permit.self) { group in
+                group.addTask {
+                    let permit = try await db.acquire()
+                    shelf.kept.withLock { $0 = permit }        // a second owner, which will release it
+                    return permit
+                }
+                while db.availablePermits > 0 { try Task.checkCancellation(); await Task.yield() }
+                try await db.acquire().release()
+                _ = try await group.next()
+            }
+        }, release: { shelf.kept.withLock { $0?.release(); $0 = nil } })
+        #expect(!locks.contains { $0.certainty == .certain }, "\(locks.map(\.summary))")
+    }
+
+    final class Owner: Sendable {}
+
+    struct Carrier: Sendable {
+        weak var observer: Owner?
+        unowned let owner: Owner
+        let checksum: UInt128
+        let permit: Permit?
+    }
+
+    @Test(.timeLimit(.minutes(1))) func proof_resultsWithWeakUnownedWideAndOptionalFieldsAreReadSafelyAndProved() async throws {
+        let db = try Semaphore(name: "db", permits: 1, ledger: ledger)
+        let owner = Owner()
+        let (finding, report) = try await certainLock {
+            try await withThrowingTaskGroup(of: Carrier.self) { group in
+                group.addTask { Carrier(observer: owner, owner: owner, checksum: 42, permit: try await db.acquire()) }
+                group.addTask { Carrier(observer: nil, owner: owner, checksum: .max, permit: nil) }
+                while db.availablePermits > 0 { try Task.checkCancellation(); await Task.yield() }
+                try await db.acquire().release()
+            }
+        }
+        withExtendedLifetime(owner) {}
+        #expect(finding.kind == .futurelock)
+        #expect(report.snapshot.holdings.first?.parked?.references == 1)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func proof_a16ByteAlignedResultIsFoundWhereTheRuntimePutsIt() async throws {
+        let db = try Semaphore(name: "db", permits: 1, ledger: ledger)
+        let (finding, _) = try await certainLock {
+            try await withThrowingTaskGroup(of: (SIMD4<Int32>, Permit).self) { group in
+                group.addTask { (SIMD4(1, 2, 3, 4), try await db.acquire()) }
+                while db.availablePermits > 0 { try Task.checkCancellation(); await Task.yield() }
+                try await db.acquire().release()
+            }
+        }
+        #expect(finding.kind == .futurelock)
     }
 
     // MARK: - The tree itself

@@ -20,8 +20,8 @@ extension BoundedChannel: LedgerTracked {
                 held: machine.held, waiting: machine.senders.count + machine.receivers.count,
                 buffered: machine.buffer.count, closed: machine.closed))
             machine.holdings.forEach { slot, entry in
-                builder.addHolding(id: entry.serial, slot: slot, resource: id, kind: .sendSlot, stamp: entry.stamp,
-                                   acquiredBy: entry.acquiredBy, handsOff: machine.holdings.handsOff(entry.stamp.site))
+                builder.addHolding(entry, slot: slot, resource: id, kind: .sendSlot,
+                                   handsOff: machine.holdings.handsOff(entry.stamp.site))
             }
             // Senders and reservers share one queue, so their positions are counted together.
             machine.senders.forEachInOrder { position, _, waiter in

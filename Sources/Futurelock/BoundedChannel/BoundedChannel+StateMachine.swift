@@ -259,6 +259,11 @@ extension BoundedChannel {
             return slotFreed()
         }
 
+        /// Records the address of the `SendPermit` object of `slot`.
+        mutating func noteObject(_ address: UInt, slot: Int32) {
+            holdings.setObject(slot, address)
+        }
+
         /// Records that `task` (in `node`) now owns the reservation; returns the previous owner if it moved.
         mutating func transfer(slot: Int32, to task: TaskID, node: ScopeNode?) -> TaskID? {
             holdings.transfer(slot, to: task, node: node)

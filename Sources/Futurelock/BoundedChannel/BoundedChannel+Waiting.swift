@@ -92,7 +92,7 @@ extension BoundedChannel {
             record(error is CancellationError ? .cancelled : .waitEnd, stamp)
             throw error
         }
-        let permit = SendPermit(channel: self, slot: slot)
+        let permit = sendPermit(slot: slot)
         if Task.isCancelled {
             // Handed a slot, then cancelled: pass the slot on rather than give it to a caller that has
             // stopped wanting it (and might never use it — the futurelock shape).

@@ -160,9 +160,15 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
         case .delivered(let receiver, let value):
             deliver(value, to: receiver)
         case .closed:
+            if carriesHoldings { noteKept(value, fileID: fileID, line: line, function: function) }
             throw FuturelockError.channelClosed(channel: name)
         case .full:
-            return try await sendWaiting(value, fileID: fileID, line: line, function: function)
+            do {
+                return try await sendWaiting(value, fileID: fileID, line: line, function: function)
+            } catch {
+                if carriesHoldings { noteKept(value, fileID: fileID, line: line, function: function) }
+                throw error
+            }
         }
         if recordsHistory { recordEvent(.send, fileID: fileID, line: line, function: function) }
     }
@@ -182,8 +188,10 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
         case .delivered(let receiver, let value):
             deliver(value, to: receiver)
         case .closed:
+            if carriesHoldings { noteKept(value, fileID: fileID, line: line, function: function) }
             throw .channelClosed(channel: name)
         case .full:
+            if carriesHoldings { noteKept(value, fileID: fileID, line: line, function: function) }
             return false
         }
         if recordsHistory { recordEvent(.send, fileID: fileID, line: line, function: function) }
@@ -225,7 +233,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
         switch state.withLock({ $0.tryReserve(stamp) }) {
         case .granted(let slot):
             if recordsHistory { recordGrant(stamp) }
-            return SendPermit(channel: self, slot: slot)
+            return sendPermit(slot: slot)
         case .closed:
             throw FuturelockError.channelClosed(channel: name)
         case .full:
@@ -244,7 +252,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
         switch state.withLock({ $0.tryReserve(stamp) }) {
         case .granted(let slot):
             if recordsHistory { recordGrant(stamp) }
-            return SendPermit(channel: self, slot: slot)
+            return sendPermit(slot: slot)
         case .closed:
             throw .channelClosed(channel: name)
         case .full:
@@ -303,6 +311,20 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
         }
     }
 
+    /// A permit for the reserved `slot`, its address recorded with the reservation.
+    @inlinable
+    func sendPermit(slot: Int32) -> SendPermit<Element> {
+        let permit = SendPermit(channel: self, slot: slot)
+        if slot >= 0 { noteObject(permit, slot: slot) }
+        return permit
+    }
+
+    @usableFromInline
+    func noteObject(_ permit: SendPermit<Element>, slot: Int32) {
+        let address = objectAddress(permit)
+        state.withLock { $0.noteObject(address, slot: slot) }
+    }
+
     /// Records, for a message that is a holding, that it is on its way to a receiver.
     @usableFromInline
     func noteSending(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) {
@@ -319,6 +341,12 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
     @usableFromInline
     func noteReceived(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) {
         (value as? any RecordedHolding)?.claim(fileID: fileID, line: line, function: function)
+    }
+
+    /// Records, for a holding whose send failed, that the sender still owns it.
+    @usableFromInline
+    func noteKept(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) {
+        noteReceived(value, fileID: fileID, line: line, function: function)
     }
 
     /// What ``tryReceive(fileID:line:function:)`` found.

@@ -102,6 +102,7 @@ extension BoundedChannel {
             resume(wakeups)
         case .closed(let wakeups):
             resume(wakeups)
+            if carriesHoldings { noteKept(value, fileID: fileID, line: line, function: function) }
             throw .channelClosed(channel: name)
         }
         if recordsHistory { recordEvent(.send, fileID: fileID, line: line, function: function) }

@@ -267,6 +267,11 @@ extension ConnectionPool {
         }
 
         /// Records that `task` owns the lease now; returns the previous owner when it changed.
+        /// Records the address of the `Lease` object of `slot`.
+        mutating func noteObject(_ address: UInt, slot: Int32) {
+            holdings.setObject(slot, address)
+        }
+
         mutating func transfer(slot: Int32, to task: TaskID, node: ScopeNode?) -> TaskID? {
             holdings.transfer(slot, to: task, node: node)
         }

@@ -139,7 +139,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         switch state.withLock({ $0.checkout(stamp) }) {
         case .leased(let connection, let slot):
             record(.grant, stamp)
-            return Lease(pool: self, connection: connection, slot: slot, owner: stamp?.task)
+            return lease(connection, slot: slot, owner: stamp?.task)
         case .create:
             return try await create(stamp)
         case .shutDown:
@@ -180,7 +180,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         }
         switch grant {
         case .connection(let connection, let slot):
-            let lease = Lease(pool: self, connection: connection, slot: slot, owner: stamp?.task)
+            let lease = lease(connection, slot: slot, owner: stamp?.task)
             if Task.isCancelled {
                 // Handed over, but the caller has stopped wanting it: pass it on.
                 lease.release()
@@ -218,7 +218,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         switch state.withLock({ $0.creationSucceeded(connection, stamp: stamp, isCancelled: cancelled) }) {
         case .leased(let slot):
             record(.grant, stamp)
-            return Lease(pool: self, connection: connection, slot: slot, owner: stamp?.task)
+            return lease(connection, slot: slot, owner: stamp?.task)
         case .keptForOthers(let handOff):
             if let (continuation, slot, waiter) = handOff {
                 record(.handoff, waiter)
@@ -239,7 +239,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
         guard let (connection, slot) = state.withLock({ $0.tryCheckout(stamp) }) else { return nil }
         record(.grant, stamp)
-        return Lease(pool: self, connection: connection, slot: slot, owner: stamp?.task)
+        return lease(connection, slot: slot, owner: stamp?.task)
     }
 
     /// Waits for a connection, but gives up after `timeout`.
@@ -336,6 +336,16 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         closeInBackground(connection, releaser)
     }
 
+    /// A lease on `connection`, its address recorded with the holding of `slot`.
+    private func lease(_ connection: Connection, slot: Int32, owner: TaskID?) -> Lease {
+        let lease = Lease(pool: self, connection: connection, slot: slot, owner: owner)
+        if slot != StateMachine.untrackedSlot {
+            let address = objectAddress(lease)
+            state.withLock { $0.noteObject(address, slot: slot) }
+        }
+        return lease
+    }
+
     func transferHolding(slot: Int32, to task: TaskID, node: ScopeNode?) -> Bool {
         state.withLock { $0.transfer(slot: slot, to: task, node: node) } != nil
     }
@@ -412,8 +422,8 @@ extension ConnectionPool: LedgerTracked {
                 id: id, kind: .pool, name: name, capacity: capacity, available: machine.available,
                 held: machine.held, waiting: machine.waiters.count, closed: machine.isShutdown))
             machine.holdings.forEach { slot, entry in
-                builder.addHolding(id: entry.serial, slot: slot, resource: id, kind: .connection, stamp: entry.stamp,
-                                   acquiredBy: entry.acquiredBy, handsOff: machine.holdings.handsOff(entry.stamp.site))
+                builder.addHolding(entry, slot: slot, resource: id, kind: .connection,
+                                   handsOff: machine.holdings.handsOff(entry.stamp.site))
             }
             machine.waiters.forEachInOrder { position, _, waiter in
                 if let stamp = waiter.stamp {

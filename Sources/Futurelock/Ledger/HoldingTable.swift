@@ -17,12 +17,20 @@ struct HoldingTable {
         @usableFromInline var acquiredBy: TaskID
         /// The holding's serial within this table (from 1); 0 marks a free slot.
         @usableFromInline var serial: UInt64
+        /// The holder's structured ancestry, read from the runtime when the holding was recorded.
+        @usableFromInline var ancestry: TaskAncestry
+        /// The address of the `Permit`, `SendPermit` or `Lease` object, once it exists (0 before):
+        /// what the watchdog looks for in parked results. The object cannot be freed while the entry
+        /// is live and the primitive's lock is held, because its deinitialiser needs that lock.
+        @usableFromInline var object: UInt
 
         @inlinable
-        init(stamp: OwnerStamp, acquiredBy: TaskID, serial: UInt64) {
+        init(stamp: OwnerStamp, acquiredBy: TaskID, serial: UInt64, ancestry: TaskAncestry) {
             self.stamp = stamp
             self.acquiredBy = acquiredBy
             self.serial = serial
+            self.ancestry = ancestry
+            self.object = 0
         }
 
         /// Whether the slot holds a live record.
@@ -42,6 +50,10 @@ struct HoldingTable {
         /// Slots ever handed out (the high-water mark); `entries[0..<used]` are initialised.
         @usableFromInline @exclusivity(unchecked) var used = 0
         @usableFromInline @exclusivity(unchecked) var freeCount = 0
+
+        /// How the runtime's task tree is read (the process's layout; stamps from ledgers that do
+        /// not read it carry no task address, so nothing is read for them).
+        @usableFromInline let runtime = RuntimeTaskLayout.current
 
         init() {
             capacity = 4
@@ -100,9 +112,19 @@ struct HoldingTable {
             storage.used &+= 1
         }
         _ = stamp.nodeReference?.retain()
+        // The stamp's task is the running task, or a waiter being handed the holding while it is
+        // still queued (so suspended, not completed): either way it and its ancestors are alive.
         (storage.entries + Int(slot)).initialize(
-            to: Entry(stamp: stamp, acquiredBy: stamp.task, serial: serial))
+            to: Entry(stamp: stamp, acquiredBy: stamp.task, serial: serial,
+                      ancestry: storage.runtime.ancestry(ofTaskAt: stamp.taskAddress)))
         return slot
+    }
+
+    /// Records the address of the holding object of `slot`.
+    @inlinable
+    mutating func setObject(_ slot: Int32, _ address: UInt) {
+        guard isLive(slot) else { return }
+        storage.entries[Int(slot)].object = address
     }
 
     @inlinable @inline(__always)
@@ -168,9 +190,8 @@ struct HoldingTable {
         storage.entries[index].stamp.task = task
         storage.entries[index].stamp.nodeReference = newNode
         // The new owner's ancestry is not known here (it was not read from inside that task).
-        storage.entries[index].stamp.ancestry = TaskAncestry()
-        storage.entries[index].stamp.taskAddress = 0
-        storage.entries[index].stamp.isPinned = false
+        storage.entries[index].ancestry = TaskAncestry()
+        storage.entries[index].stamp.taskWord = 0
         return previous
     }
 
@@ -180,4 +201,10 @@ struct HoldingTable {
             body(Int32(truncatingIfNeeded: index), storage.entries[index])
         }
     }
+}
+
+/// The address of a holding object, as its record keeps it.
+@inlinable
+func objectAddress(_ object: AnyObject) -> UInt {
+    UInt(bitPattern: Unmanaged.passUnretained(object).toOpaque())
 }

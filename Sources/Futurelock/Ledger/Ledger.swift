@@ -108,7 +108,7 @@ public final class Ledger: Sendable {
             task: task, node: context.node,
             site: StaticCallSite(fileID: fileID, line: line, function: function),
             time: clock.now, backtrace: backtraceEvery == 0 ? nil : captureBacktraceIfDue(),
-            ancestry: runtime.ancestry(of: object), taskAddress: object.map { UInt(bitPattern: $0) } ?? 0)
+            taskAddress: runtime.parentOffset == 0 ? 0 : object.map { UInt(bitPattern: $0) } ?? 0)
     }
 
     @usableFromInline @inline(never)
@@ -188,7 +188,7 @@ public final class Ledger: Sendable {
     /// by confirming a finding on a second snapshot before it calls it certain.
     public func snapshot() -> LedgerSnapshot {
         let groupType = runtime.availability.isAvailable ? RuntimeInspection.groupType(for: inspection) : nil
-        var builder = SnapshotBuilder(inspectionGroupType: groupType,
+        var builder = SnapshotBuilder(layout: runtime, inspectionGroupType: groupType,
                                       scansFrames: groupType != nil && RuntimeInspection.scansFrames(for: inspection))
         // Visited under the registry lock: a primitive being destroyed unregisters in its `deinit`
         // under the same lock, so every primitive visited here is intact.

@@ -15,10 +15,10 @@
 /// - `backtrace` points into the process-wide table of interned backtraces, which are never freed
 ///   (``BacktraceCapture``).
 ///
-/// It also carries the task's structured ancestry, read from the runtime when the stamp was made
-/// (``TaskAncestry``), and the address of the task object — dereferenced only by the watchdog, and only
-/// while the stamp's task is suspended in a wait of the primitive whose lock it holds
-/// (``RuntimeTaskInspector``).
+/// It also carries the address of the task object (with the pinned flag in its low bit, which task
+/// alignment leaves free): dereferenced only while the stamp's task is provably alive — when a holding
+/// is recorded for it under the primitive's lock (its ancestry is read then), and by the watchdog while
+/// it is suspended in a wait of the primitive whose lock it holds (``RuntimeTaskInspector``).
 @usableFromInline
 struct OwnerStamp: Sendable, BitwiseCopyable {
     @usableFromInline var task: TaskID
@@ -26,23 +26,28 @@ struct OwnerStamp: Sendable, BitwiseCopyable {
     @usableFromInline var site: StaticCallSite
     @usableFromInline var time: MonotonicInstant
     @usableFromInline var backtraceReference: Unmanaged<CapturedBacktrace>?
-    @usableFromInline var ancestry: TaskAncestry
-    @usableFromInline var taskAddress: UInt
-    /// Acquired by a scoped call (`withPermit`, `withConnection`): the holding object never reaches
-    /// user code, so only the end of that call — in the acquiring task — can release it.
-    @usableFromInline var isPinned = false
+    /// The task object's address (0: not read), low bit: ``isPinned``.
+    @usableFromInline var taskWord: UInt
 
     @inlinable
     init(task: TaskID, node: Unmanaged<ScopeNode>?, site: StaticCallSite, time: MonotonicInstant,
-         backtrace: Unmanaged<CapturedBacktrace>?, ancestry: TaskAncestry = TaskAncestry(),
-         taskAddress: UInt = 0) {
+         backtrace: Unmanaged<CapturedBacktrace>?, taskAddress: UInt = 0) {
         self.task = task
         self.nodeReference = node
         self.site = site
         self.time = time
         self.backtraceReference = backtrace
-        self.ancestry = ancestry
-        self.taskAddress = taskAddress
+        self.taskWord = taskAddress
+    }
+
+    /// The task object's address, 0 when it was not read.
+    @inlinable var taskAddress: UInt { taskWord & ~1 }
+
+    /// Acquired by a scoped call (`withPermit`, `withConnection`): the holding object never reaches
+    /// user code, so only the end of that call — in the acquiring task — can release it.
+    @inlinable var isPinned: Bool {
+        get { taskWord & 1 != 0 }
+        set { taskWord = newValue ? taskWord | 1 : taskWord & ~1 }
     }
 
     /// The scope the stamp was made in (valid while the stamp is held: see the type's notes).

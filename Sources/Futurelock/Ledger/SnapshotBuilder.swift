@@ -1,7 +1,8 @@
 /// Assembles a ``LedgerSnapshot`` from the primitives' live records.
 ///
 /// The task tree is merged from two sources:
-/// - the runtime's structured ancestry recorded in each stamp (task ids and kinds, parent first),
+/// - the runtime's structured ancestry of each holder (read when the holding was recorded) and of
+///   each waiter (read now: a queued waiter is alive) — task ids and kinds, parent first —
 ///   which is exact for task-group and `async let` children and says nothing of `Task {}`;
 /// - the named scopes bound in task-locals, which give names and, for tasks the runtime does not
 ///   link (an unstructured `Task {}`, or everything when the runtime tree is unavailable), the scope
@@ -29,14 +30,20 @@ struct SnapshotBuilder {
     let inspectionGroupType: UInt?
     /// Whether waiters' frames may be scanned for references to holders' task objects.
     let scansFrames: Bool
-    /// Of the resource being visited: holders that are candidates for a frame scan.
+    /// Of the resource being visited: holders that are candidates for a frame scan, and the holding
+    /// objects (address → record index) a parked result may contain.
     private var frameScanCandidates: [(index: Int, address: UInt, task: TaskID, ancestors: [UInt64])] = []
+    private var holdingObjects: [UInt: Int] = [:]
+    private var frameScanBudget = RuntimeFrameScanner.bytesScannedPerSnapshot
+    /// Whether the resource being visited has no unit free (a frame scan is only worth it then).
+    private var currentIsSaturated = false
+    /// How ancestry is read for waiters (their tasks are alive while they are queued).
+    let layout: RuntimeTaskLayout
     /// Why inspection was not possible, if it was attempted and failed.
     private(set) var inspectionProblem: String?
     /// Of the resource being visited: ancestors of its holders, and where each slot's record is.
     private var holderAncestors: Set<UInt64> = []
     private var holdingIndexBySlot: [Int32: Int] = [:]
-    private var currentResource: ResourceID?
 
     private struct TaskFacts {
         var runtimeParent: TaskID?
@@ -47,7 +54,8 @@ struct SnapshotBuilder {
         var resultHoldsNoReferences = false
     }
 
-    init(inspectionGroupType: UInt? = nil, scansFrames: Bool = false) {
+    init(layout: RuntimeTaskLayout = .current, inspectionGroupType: UInt? = nil, scansFrames: Bool = false) {
+        self.layout = layout
         self.inspectionGroupType = inspectionGroupType
         self.scansFrames = scansFrames
     }
@@ -64,32 +72,38 @@ struct SnapshotBuilder {
         waits.reserveCapacity(waits.count + resource.waiting)
         holdings.reserveCapacity(holdings.count + resource.held)
         tasks.reserveCapacity(tasks.count + resource.waiting + resource.held)
-        currentResource = resource.id
         holderAncestors.removeAll(keepingCapacity: true)
         holdingIndexBySlot.removeAll(keepingCapacity: true)
         frameScanCandidates.removeAll(keepingCapacity: true)
+        holdingObjects.removeAll(keepingCapacity: true)
+        currentIsSaturated = resource.available == 0 && resource.buffered == 0
     }
 
-    mutating func addHolding(id: UInt64, slot: Int32, resource: ResourceID, kind: HoldingKind, stamp: OwnerStamp,
-                             acquiredBy: TaskID?, handsOff: Bool = false) {
+    /// Records a live holding. Call it under the resource's lock, before its waiters.
+    mutating func addHolding(_ entry: HoldingTable.Entry, slot: Int32, resource: ResourceID, kind: HoldingKind,
+                             handsOff: Bool = false) {
+        let stamp = entry.stamp
         holdingIndexBySlot[slot] = holdings.count
-        let ancestors = stamp.ancestry.ancestors.map(\.id.rawValue)
+        if entry.object != 0 { holdingObjects[entry.object] = holdings.count }
+        let ancestors = entry.ancestry.ancestors.map(\.id.rawValue)
         for ancestor in ancestors { holderAncestors.insert(ancestor) }
-        if scansFrames, !stamp.isPinned, stamp.taskAddress != 0, stamp.ancestry.kind != .asyncLet {
+        if scansFrames, !stamp.isPinned, stamp.taskAddress != 0, entry.ancestry.kind != .asyncLet {
             frameScanCandidates.append((holdings.count, stamp.taskAddress, stamp.task, ancestors))
         }
         holdings.append(HoldingRecord(
-            id: id, resource: resource, kind: kind, holder: node(for: stamp), holderTask: stamp.task,
-            site: callSite(stamp.site), since: stamp.time,
-            acquiredBy: acquiredBy == stamp.task ? nil : acquiredBy,
+            id: entry.serial, resource: resource, kind: kind, holder: node(for: stamp, entry.ancestry),
+            holderTask: stamp.task, site: callSite(stamp.site), since: stamp.time,
+            acquiredBy: entry.acquiredBy == stamp.task ? nil : entry.acquiredBy,
             backtrace: stamp.backtrace?.addresses, pinned: stamp.isPinned, siteHandsOff: handsOff))
     }
 
     /// Records a waiter. Call it under the resource's lock, after its holdings: a waiter that is an
     /// ancestor of one of them has its children inspected here.
     mutating func addWait(resource: ResourceID, kind: WaitKind, stamp: OwnerStamp, position: Int) {
+        // A queued waiter is alive and not completed, so its ancestry can be read now.
+        let ancestry = layout.ancestry(ofTaskAt: stamp.taskAddress)
         waits.append(WaitRecord(
-            resource: resource, kind: kind, waiter: node(for: stamp), waiterTask: stamp.task,
+            resource: resource, kind: kind, waiter: node(for: stamp, ancestry), waiterTask: stamp.task,
             site: callSite(stamp.site), since: stamp.time, position: position))
         if stamp.taskAddress != 0, tasks[stamp.task]?.state == nil {
             tasks[stamp.task, default: TaskFacts()].state = .suspended
@@ -98,9 +112,9 @@ struct SnapshotBuilder {
            holderAncestors.contains(stamp.task.rawValue), stamp.taskAddress != 0 {
             inspect(stamp, resource: resource, groupType: groupType)
         }
-        if !frameScanCandidates.isEmpty, position < RuntimeFrameScanner.waitersScannedPerResource,
+        if !frameScanCandidates.isEmpty, currentIsSaturated, position < RuntimeFrameScanner.waitersScannedPerResource,
            Self.blocksOnCapacity(kind), let task = UnsafeRawPointer(bitPattern: stamp.taskAddress) {
-            scanFrames(of: task, waiter: stamp.task, waiterAncestors: stamp.ancestry.ancestors.map(\.id))
+            scanFrames(of: task, waiter: stamp.task, waiterAncestors: ancestry.ancestors.map(\.id))
         }
     }
 
@@ -112,8 +126,9 @@ struct SnapshotBuilder {
         let candidates = frameScanCandidates.filter {
             $0.task != waiter && !$0.ancestors.contains(waiter.rawValue) && !waiterAncestors.contains($0.task)
         }
-        guard !candidates.isEmpty,
-              let found = RuntimeFrameScanner.references(in: task, to: Set(candidates.map(\.address))),
+        guard !candidates.isEmpty, frameScanBudget > 0,
+              let found = RuntimeFrameScanner.references(in: task, to: Set(candidates.map(\.address)),
+                                                         budget: &frameScanBudget),
               !found.isEmpty else { return }
         for candidate in candidates where found.contains(candidate.address) && holdings[candidate.index].handle == nil {
             holdings[candidate.index].handle = HandleEvidence(
@@ -123,7 +138,8 @@ struct SnapshotBuilder {
     }
 
     private mutating func inspect(_ stamp: OwnerStamp, resource: ResourceID, groupType: UInt) {
-        switch RuntimeTaskInspector.inspect(task: stamp.taskAddress, id: stamp.task, groupType: groupType) {
+        switch RuntimeTaskInspector.inspect(task: stamp.taskAddress, id: stamp.task, groupType: groupType,
+                                             lookingFor: Set(holdingObjects.keys)) {
         case .notSuspended:
             tasks[stamp.task, default: TaskFacts()].state = .running
         case .unknownLayout(let problem):
@@ -136,10 +152,10 @@ struct SnapshotBuilder {
                 facts.state = child.state
                 facts.resultHoldsNoReferences = child.resultHoldsNoReferences
                 tasks[child.id] = facts
-                for found in child.found where found.resource == resource && found.isSolelyParked {
-                    guard let index = holdingIndexBySlot[found.slot] else { continue }
+                for (object, references) in child.parked {
+                    guard let index = holdingObjects[object] else { continue }
                     holdings[index].parked = ParkedResult(child: child.id, childKind: child.kind, parent: stamp.task,
-                                                          references: Int(found.inResult))
+                                                          references: references)
                 }
             }
         }
@@ -148,14 +164,14 @@ struct SnapshotBuilder {
     mutating func addEvents(_ newEvents: some Sequence<LedgerEvent>) { events.append(contentsOf: newEvents) }
 
     /// The node a stamp belongs to, registering what it tells of the tree.
-    mutating func node(for stamp: OwnerStamp) -> NodeID {
-        if stamp.ancestry.count == 0, stamp.nodeReference == nil {
+    mutating func node(for stamp: OwnerStamp, _ ancestry: TaskAncestry) -> NodeID {
+        if ancestry.count == 0, stamp.nodeReference == nil {
             // The common case at scale: a top-level task with no scope.
-            if tasks[stamp.task] == nil { tasks[stamp.task] = TaskFacts(kind: stamp.ancestry.kind) }
+            if tasks[stamp.task] == nil { tasks[stamp.task] = TaskFacts(kind: ancestry.kind) }
             return .task(stamp.task)
         }
-        noteAncestry(stamp.task, stamp.ancestry)
-        let chain = [stamp.task] + stamp.ancestry.ancestors.map(\.id)
+        noteAncestry(stamp.task, ancestry)
+        let chain = [stamp.task] + ancestry.ancestors.map(\.id)
         if let scope = stamp.node, scope.taskID == stamp.task {
             register(scope)
             relate(chain[...], inherited: scope.taskParent)

@@ -91,6 +91,11 @@ extension Semaphore {
             holdings.noteRelease(slot, by: task)
         }
 
+        /// Records the address of the `Permit` object of `slot`.
+        mutating func noteObject(_ address: UInt, slot: Int32) {
+            holdings.setObject(slot, address)
+        }
+
         /// Records that the current task owns the permit now.
         mutating func transfer(slot: Int32, to task: TaskID, node: ScopeNode?) -> TaskID? {
             holdings.transfer(slot, to: task, node: node)

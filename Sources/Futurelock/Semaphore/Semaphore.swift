@@ -84,11 +84,26 @@ public final class Semaphore: Sendable, HoldingTransferring {
     @inline(__always)
     nonisolated(nonsending)
     private func acquire(stamped stamp: OwnerStamp?) async throws -> Permit {
-        if let slot = state.withLock({ $0.tryAcquire(stamp) }) {
+        if let permit = grantNow(stamp) {
             record(.grant, stamp)
-            return Permit(semaphore: self, slot: slot)
+            return permit
         }
         return try await acquireSlow(stamp)
+    }
+
+    /// The fast path: a permit if one is free and nobody waits. With the ledger on, the `Permit` is
+    /// made under the lock, so its record knows the object's address without locking again.
+    @inline(__always)
+    private func grantNow(_ stamp: OwnerStamp?) -> Permit? {
+        guard stamp != nil else {
+            return state.withLock({ $0.tryAcquire(nil) }).map { Permit(semaphore: self, slot: $0) }
+        }
+        return state.withLock { machine -> Permit? in
+            guard let slot = machine.tryAcquire(stamp) else { return nil }
+            let permit = Permit(semaphore: self, slot: slot)
+            machine.noteObject(objectAddress(permit), slot: slot)
+            return permit
+        }
     }
 
     nonisolated(nonsending)
@@ -120,6 +135,7 @@ public final class Semaphore: Sendable, HoldingTransferring {
             throw error
         }
         let permit = Permit(semaphore: self, slot: slot)
+        if slot != StateMachine.untrackedSlot { noteObject(permit, slot: slot) }
         if Task.isCancelled {
             // Cancelled after the hand-off: pass the permit on rather than return it to a caller that
             // has stopped wanting it.
@@ -135,9 +151,9 @@ public final class Semaphore: Sendable, HoldingTransferring {
     public func tryAcquire(fileID: StaticString = #fileID, line: UInt = #line,
                            function: StaticString = #function) -> Permit? {
         let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
-        guard let slot = state.withLock({ $0.tryAcquire(stamp) }) else { return nil }
+        guard let permit = grantNow(stamp) else { return nil }
         record(.grant, stamp)
-        return Permit(semaphore: self, slot: slot)
+        return permit
     }
 
     /// Waits for a permit, but gives up after `timeout`.
@@ -202,6 +218,11 @@ public final class Semaphore: Sendable, HoldingTransferring {
         state.withLock { $0.transfer(slot: slot, to: task, node: node) } != nil
     }
 
+    func noteObject(_ object: AnyObject, slot: Int32) {
+        let address = objectAddress(object)
+        state.withLock { $0.noteObject(address, slot: slot) }
+    }
+
     func reportDoubleRelease(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
         ledger.reportDoubleRelease(resource: id, name: name, kind: .permit, fileID: fileID, line: line,
                                    function: function)
@@ -237,8 +258,8 @@ extension Semaphore: LedgerTracked {
                 id: id, kind: .semaphore, name: name, capacity: capacity, available: machine.available,
                 held: machine.held, waiting: machine.waiters.count))
             machine.holdings.forEach { slot, entry in
-                builder.addHolding(id: entry.serial, slot: slot, resource: id, kind: .permit, stamp: entry.stamp,
-                                   acquiredBy: entry.acquiredBy, handsOff: machine.holdings.handsOff(entry.stamp.site))
+                builder.addHolding(entry, slot: slot, resource: id, kind: .permit,
+                                   handsOff: machine.holdings.handsOff(entry.stamp.site))
             }
             machine.waiters.forEachInOrder { position, _, waiter in
                 if let stamp = waiter.stamp {

@@ -33,6 +33,9 @@ enum RuntimeFrameScanner {
     /// Waiters scanned per resource per snapshot, head first: a task blocked on itself is usually near
     /// the head, and scanning 200,000 waiters under a primitive's lock would stall the service.
     static let waitersScannedPerResource = 64
+    /// Bytes of frames read per waiter, and per snapshot: bounds on the work done under a lock.
+    static let bytesScannedPerWaiter = 64 * 1024
+    static let bytesScannedPerSnapshot = 4 * 1024 * 1024
 
     private static func exported(_ name: String) -> UInt? {
         let process = dlopen(nil, RTLD_NOW)
@@ -49,7 +52,7 @@ enum RuntimeFrameScanner {
 
     /// The addresses among `targets` that a word of `task`'s live frames equals; `nil` when the frames
     /// could not be read (not suspended, or a slab without the expected header).
-    static func references(in task: UnsafeRawPointer, to targets: Set<UInt>) -> Set<UInt>? {
+    static func references(in task: UnsafeRawPointer, to targets: Set<UInt>, budget: inout Int) -> Set<UInt>? {
         guard let slabMetadata, !targets.isEmpty else { return nil }
         let flags = task.atomicLoadUInt32(at: RuntimeTaskInspector.statusFlagsOffset)
         let busy = RuntimeTaskInspector.runningFlag | RuntimeTaskInspector.enqueuedFlag | RuntimeTaskInspector.completeFlag
@@ -57,14 +60,19 @@ enum RuntimeFrameScanner {
         var found = Set<UInt>()
         var next = task.load(fromByteOffset: firstSlabOffset, as: UnsafeRawPointer?.self)
         var slabs = 0
-        while let slab = next, slabs < maximumSlabs {
+        let limit = min(budget, bytesScannedPerWaiter)
+        var allowance = limit
+        defer { budget -= limit - allowance }
+        while let slab = next, slabs < maximumSlabs, allowance > 0 {
             slabs += 1
             guard slab.load(as: UInt.self) == slabMetadata else { return nil }
             let capacity = Int(slab.load(fromByteOffset: slabCapacityOffset, as: UInt32.self))
             let used = Int(slab.load(fromByteOffset: slabUsedOffset, as: UInt32.self))
             guard used <= capacity else { return nil }
             let data = slab + slabDataOffset
-            for offset in stride(from: 0, to: used - used % 8, by: 8) {
+            let scanned = min(used - used % 8, allowance - allowance % 8)
+            allowance -= scanned
+            for offset in stride(from: 0, to: scanned, by: 8) {
                 let word = data.load(fromByteOffset: offset, as: UInt.self)
                 if targets.contains(word) { found.insert(word) }
             }

@@ -14,14 +14,19 @@
 // does not mark a group as discarding except through the group object's type, so the reader only
 // walks groups whose type it has seen to be an accumulating group (learned by the self-test).
 //
-// The proof of a parked holding. A finished child's result is copied out (its value witnesses retain
-// what it holds), searched for permit, send-slot and lease objects along value paths (structs, enums,
-// tuples, optionals — not through other objects or collections, whose contents a copy does not
-// retain), and for each one found the object's strong reference count is read while the copy is alive
-// and again after it is gone. The difference is how many references the result itself holds; when
-// that is all the references there are — no other strong reference, no unowned one, no weak one (a
-// side table) — nothing but the parked result can ever release the holding. Anything less proves
-// nothing, and the finding stays `suspected`.
+// The proof of a parked holding. The snapshot knows the address of every live holding object of the
+// resource (a `Permit`, `SendPermit` or `Lease` cannot be freed while its entry is live and the lock is
+// held: its deinitialiser needs the lock). A finished child's result is scanned, as raw words, for those
+// addresses; for each one found C times, the object's strong count is read before the result is
+// copied, while the copy (made by the result type's value witnesses, which retain exactly the
+// references the value holds directly) is alive, and after it is gone. Only if the counts read C, 2C
+// and C — so the result holds C references, and they are all the references there are — with no
+// unowned reference and no weak one (a side table), is the holding proved parked: nothing but that
+// result can ever release it. A word that merely equals the address (an integer, a stale byte) is not
+// retained by the copy and fails the test; so does a holding reached through another object, an
+// array or an indirect payload, whose copy retains the box, not the holding. No reflection and no
+// user code runs: a copy and its destruction only retain and release, and the copy can never drop the
+// last reference.
 //
 // What it cannot see: references kept as `Unmanaged` or `unowned(unsafe)`, which the counts do not
 // include, and a result that carries an object's address without owning it.
@@ -44,40 +49,20 @@ public enum RuntimeTaskState: String, Sendable, Hashable, Codable, CustomStringC
     public var description: String { rawValue }
 }
 
-/// A holding object found directly in a parked child result, with the counts that prove (or not)
-/// that nothing else refers to it.
-struct FoundHolding: Sendable {
-    var resource: ResourceID
-    var slot: Int32
-    /// References the result itself holds.
-    var inResult: UInt64
-    /// Strong references in all.
-    var strong: UInt64
-    /// Unowned references plus one.
-    var unowned: UInt64
-
-    /// Only the parked result refers to the object.
-    var isSolelyParked: Bool { inResult > 0 && strong == inResult && unowned == 1 }
-}
-
 /// One structured child of a suspended waiter.
 struct InspectedChild: Sendable {
     var id: TaskID
     var kind: RuntimeTaskKind
     var state: RuntimeTaskState
-    /// Holdings found in its result (only for `finished` children).
-    var found: [FoundHolding]
+    /// Holding objects (address → references) proved to sit only in its result.
+    var parked: [UInt: Int]
     /// For a `finished` child: its result's type holds no references at all (`Void`, plain values),
     /// so nothing can be parked in it.
     var resultHoldsNoReferences = false
 }
 
-/// A permit, send slot or lease object: what the reader looks for inside parked results.
+/// A permit, send slot or lease object, as a `BoundedChannel` sees one it carries.
 protocol RecordedHolding: AnyObject {
-    var recordedResource: ResourceID { get }
-    var recordedSlot: Int32 { get }
-    /// Released, sent on, or returned already.
-    var isSpent: Bool { get }
     /// Records that the holding is on its way to a task not known yet (sent through a channel).
     func handOff(fileID: StaticString, line: UInt, function: StaticString)
     /// Records that the calling task owns the holding now (received from a channel).
@@ -113,7 +98,7 @@ enum RuntimeTaskInspector {
 
     /// Bounds on the walk, so a corrupted or unexpected structure cannot make it loop for long.
     static let maximumRecords = 1024
-    static let maximumChildren = 100_000
+    static let maximumChildren = 10_000
 
     enum Outcome {
         /// The task is not (yet) suspended; nothing was read.
@@ -125,7 +110,7 @@ enum RuntimeTaskInspector {
 
     /// Reads the children of `task` (id `id`), which must be queued in a wait of a primitive whose
     /// lock the caller holds. `groupType` is the group-object type word of accumulating task groups.
-    static func inspect(task address: UInt, id: TaskID, groupType: UInt) -> Outcome {
+    static func inspect(task address: UInt, id: TaskID, groupType: UInt, lookingFor objects: Set<UInt>) -> Outcome {
         guard let task = UnsafeRawPointer(bitPattern: address) else { return .notSuspended }
         guard TaskID(rawValue: _futurelockJobTaskID(OpaquePointer(task))) == id else {
             return .unknownLayout("the waiting task's id does not match its record")
@@ -150,7 +135,7 @@ enum RuntimeTaskInspector {
                 guard tagged & ~0xF == UInt(bitPattern: child) else {
                     return .unknownLayout("an async let record does not point at its task")
                 }
-                guard let inspected = inspectChild(child, parent: task, group: nil) else {
+                guard let inspected = inspectChild(child, parent: task, group: nil, objects: objects) else {
                     return .unknownLayout("an async let child does not point back at its parent")
                 }
                 children.append(inspected)
@@ -161,7 +146,7 @@ enum RuntimeTaskInspector {
                 var count = 0
                 while let child = next, count < maximumChildren {
                     count += 1
-                    guard let inspected = inspectChild(child, parent: task, group: group) else {
+                    guard let inspected = inspectChild(child, parent: task, group: group, objects: objects) else {
                         return .unknownLayout("a task-group child does not point back at its parent and group")
                     }
                     children.append(inspected)
@@ -177,7 +162,7 @@ enum RuntimeTaskInspector {
 
     /// One child, checked to be linked to `parent` (and `group`); `nil` when the links disagree.
     private static func inspectChild(_ child: UnsafeRawPointer, parent: UnsafeRawPointer,
-                                     group: UnsafeRawPointer?) -> InspectedChild? {
+                                     group: UnsafeRawPointer?, objects: Set<UInt>) -> InspectedChild? {
         guard child.load(fromByteOffset: childParentOffset, as: UnsafeRawPointer?.self) == parent else { return nil }
         let jobFlags = child.load(fromByteOffset: RuntimeTaskLayout.flagsOffset, as: UInt32.self)
         let kind = RuntimeTaskKind(flags: jobFlags)
@@ -206,12 +191,14 @@ enum RuntimeTaskInspector {
                 state = .suspended
             }
         }
-        var inspected = InspectedChild(id: id, kind: kind, state: state, found: [])
+        var inspected = InspectedChild(id: id, kind: kind, state: state, parked: [:])
         if state == .finished,
            let metadata = child.load(fromByteOffset: fragment + futureResultTypeOffset, as: UnsafeRawPointer?.self) {
             let type = unsafeBitCast(metadata, to: Any.Type.self)
             inspected.resultHoldsNoReferences = ParkedResultSearch.holdsNoReferences(type)
-            inspected.found = ParkedResultSearch.holdings(inResultOf: type, fragment: child + fragment)
+            if !inspected.resultHoldsNoReferences, !objects.isEmpty {
+                inspected.parked = ParkedResultSearch.parked(objects, inResultOf: type, fragment: child + fragment)
+            }
         }
         return inspected
     }
@@ -233,79 +220,58 @@ enum RuntimeTaskInspector {
     }
 }
 
-/// Copies a parked result out and finds the holdings in it (see the file header for the proof).
+/// Proves which holding objects sit only in a parked result (see the file header).
 enum ParkedResultSearch {
-    static let maximumDepth = 8
-
     /// Whether values of `type` contain no references (empty or plain data).
     static func holdsNoReferences(_ type: Any.Type) -> Bool {
         func check<Value>(_: Value.Type) -> Bool { MemoryLayout<Value>.size == 0 || _isPOD(Value.self) }
         return _openExistential(type, do: check)
     }
 
-    static func holdings(inResultOf type: Any.Type, fragment: UnsafeRawPointer) -> [FoundHolding] {
-        func search<Result>(_: Result.Type) -> [FoundHolding] {
-            guard MemoryLayout<Result>.size > 0 else { return [] }
-            let alignment = MemoryLayout<Result>.alignment
-            let offset = (RuntimeTaskInspector.futureStorageOffset + alignment - 1) / alignment * alignment
-            var found = whileCopied(Result.self, at: fragment + offset)
-            // The copy is gone: what is left is the result's own references and anyone else's.
-            for index in found.indices {
-                guard let after = ReferenceCounts.read(objectAt: found[index].address) else {
-                    found[index].holding.strong = 0
-                    continue
-                }
-                let inResult = found[index].holding.strong &- after.strong
-                found[index].holding.inResult = found[index].holding.strong >= after.strong ? inResult : 0
-                found[index].holding.strong = after.strong
-                found[index].holding.unowned = after.unowned
+    /// The objects among `objects` that the result of the future fragment at `fragment` (of result
+    /// type `type`) alone holds, with how many references it holds to each.
+    static func parked(_ objects: Set<UInt>, inResultOf type: Any.Type, fragment: UnsafeRawPointer) -> [UInt: Int] {
+        func search<Result>(_: Result.Type) -> [UInt: Int] {
+            // The runtime aligns the result's absolute address, not its offset in the fragment.
+            let alignment = UInt(MemoryLayout<Result>.alignment)
+            let start = UInt(bitPattern: fragment) &+ UInt(RuntimeTaskInspector.futureStorageOffset)
+            guard let storage = UnsafeRawPointer(bitPattern: (start &+ alignment &- 1) & ~(alignment &- 1)) else {
+                return [:]
             }
-            return found.map(\.holding)
+            let size = MemoryLayout<Result>.size
+            // A type that holds a reference is word-aligned, so its references sit at word offsets.
+            guard size >= 8, alignment >= 8 else { return [:] }
+            var counts: [UInt: UInt64] = [:]
+            for offset in stride(from: 0, through: size - 8, by: 8) {
+                let word = storage.load(fromByteOffset: offset, as: UInt.self)
+                if objects.contains(word) { counts[word, default: 0] += 1 }
+            }
+            guard !counts.isEmpty else { return [:] }
+            let before = counts.mapValues { _ in ReferenceCounts() }.merging(
+                counts.keys.map { ($0, ReferenceCounts.read(objectAt: $0)) }, uniquingKeysWith: { _, read in read })
+            let during = whileCopied(Result.self, at: storage, reading: Array(counts.keys))
+            var result: [UInt: Int] = [:]
+            for (object, occurrences) in counts {
+                let after = ReferenceCounts.read(objectAt: object)
+                let sole = ReferenceCounts(strong: occurrences, unowned: 1)
+                if before[object] == sole, after == sole, during[object]?.strong == 2 * occurrences,
+                   during[object]?.unowned == 1 {
+                    result[object] = Int(occurrences)
+                }
+            }
+            return result
         }
         return _openExistential(type, do: search)
     }
 
-    struct Candidate {
-        var address: UInt
-        var holding: FoundHolding
-    }
-
-    /// Copies the result, finds the holding objects on its value paths, and reads their counts while
-    /// the copy holds its references. Not inlined, so the copy is destroyed when it returns.
+    /// Copies the result, reads the counts of `objects` while the copy holds its references, and
+    /// destroys the copy. Not inlined, so the copy is gone when it returns.
     @inline(never)
-    static func whileCopied<Result>(_: Result.Type, at storage: UnsafeRawPointer) -> [Candidate] {
+    static func whileCopied<Result>(_: Result.Type, at storage: UnsafeRawPointer,
+                                    reading objects: [UInt]) -> [UInt: ReferenceCounts] {
         let copy = storage.load(as: Result.self)
         return withExtendedLifetime(copy) {
-            var found: [Candidate] = []
-            collect(copy, depth: 0, into: &found)
-            for index in found.indices {
-                if let counts = ReferenceCounts.read(objectAt: found[index].address) {
-                    found[index].holding.strong = counts.strong
-                } else {
-                    found[index].holding.strong = 0
-                }
-            }
-            return found.filter { $0.holding.strong > 0 }
-        }
-    }
-
-    /// Walks value paths of `value`; a holding object ends a path, any other object or collection
-    /// ends it too (a copy does not retain what those contain), and so does a custom mirror, which
-    /// would run user code under a primitive's lock.
-    private static func collect(_ value: Any, depth: Int, into found: inout [Candidate]) {
-        guard depth < maximumDepth, !(value is any CustomReflectable) else { return }
-        let mirror = Mirror(reflecting: value)
-        switch mirror.displayStyle {
-        case .class?:
-            guard let holding = value as? any RecordedHolding, !holding.isSpent else { return }
-            let address = UInt(bitPattern: Unmanaged.passUnretained(holding as AnyObject).toOpaque())
-            guard !found.contains(where: { $0.address == address }) else { return }
-            found.append(Candidate(address: address, holding: FoundHolding(
-                resource: holding.recordedResource, slot: holding.recordedSlot, inResult: 0, strong: 0, unowned: 0)))
-        case .struct?, .enum?, .tuple?, .optional?:
-            for child in mirror.children { collect(child.value, depth: depth + 1, into: &found) }
-        default:
-            return
+            Dictionary(objects.map { ($0, ReferenceCounts.read(objectAt: $0)) }, uniquingKeysWith: { a, _ in a })
         }
     }
 }

@@ -117,13 +117,15 @@ struct RuntimeTaskLayout: Sendable {
         return (size, .available(layoutVersion: version, taskSize: size))
     }
 
-    /// The structured ancestry of `task`, which must be the running task (so that it and its
-    /// ancestors are alive): its kind and up to ``TaskAncestry/capacity`` ancestor ids, parent first.
-    @inlinable @inline(__always)
-    func ancestry(of task: OpaquePointer?) -> TaskAncestry {
+    /// The structured ancestry of the task at `address`, which must be provably alive and not
+    /// completed — the running task, or a task queued in a wait whose lock the caller holds — so that
+    /// it and its ancestors are alive: its kind and up to ``TaskAncestry/capacity`` ancestor ids,
+    /// parent first. Nothing is read for address 0.
+    @inlinable
+    func ancestry(ofTaskAt address: UInt) -> TaskAncestry {
         var ancestry = TaskAncestry()
-        guard parentOffset != 0, let task else { return ancestry }
-        var current = UnsafeRawPointer(task)
+        guard parentOffset != 0, let task = UnsafeRawPointer(bitPattern: address) else { return ancestry }
+        var current = task
         var flags = current.load(fromByteOffset: Self.flagsOffset, as: UInt32.self)
         ancestry.setKind(RuntimeTaskKind(flags: flags), level: 0)
         while flags & Self.childTaskBit != 0 {

@@ -1,40 +1,38 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 
 /// Reads of memory that may have been freed meanwhile, without the risk of a crash.
 ///
-/// The watchdog reads a holding object's reference count to prove that nothing but a parked child
-/// result refers to it. Until that proof is complete it does not know the object is alive, so it reads
-/// through `process_vm_readv` on its own process: the kernel copies the bytes, and an address that is
-/// no longer mapped fails with `EFAULT` instead of a segmentation fault. A read costs a system call,
-/// which only the watchdog pays, and only for the few holdings a finding rests on.
+/// Only the frame scanner's glance at a task object that may be gone needs this. The bytes are written
+/// into a pipe the process owns and read back: the kernel copies them, and an address that is no longer
+/// mapped fails with `EFAULT` instead of a segmentation fault. (`process_vm_readv` would do the same in
+/// one call, but sandboxes that filter system calls, such as systemd's service filter, deny it — some
+/// by killing the process.) A read costs two system calls, which only the watchdog pays, for a handful
+/// of words.
 enum SafeMemory {
     #if os(Linux)
-    private typealias ReadFunction = @convention(c) (
-        pid_t, UnsafePointer<iovec>?, UInt, UnsafePointer<iovec>?, UInt, UInt) -> Int
-
-    /// `process_vm_readv`, looked up once (the Glibc module does not export `<sys/uio.h>`'s).
-    private static let read: ReadFunction? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "process_vm_readv") else { return nil }
-        return unsafeBitCast(symbol, to: ReadFunction.self)
+    private static let pipe: Mutex<(read: Int32, write: Int32)?> = {
+        var ends: [Int32] = [0, 0]
+        guard Glibc.pipe(&ends) == 0 else { return Mutex(nil) }
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        return Mutex((ends[0], ends[1]))
     }()
 
-    private static let pid = getpid()
-
     /// Whether reads can be made at all.
-    static var isAvailable: Bool { read != nil }
+    static var isAvailable: Bool { pipe.withLock { $0 != nil } }
 
     /// The 8-byte word at `address`, or `nil` if it cannot be read.
     static func word(at address: UInt) -> UInt64? {
-        guard let read, address != 0, address % 8 == 0 else { return nil }
-        var value: UInt64 = 0
-        let copied = withUnsafeMutablePointer(to: &value) { destination -> Int in
-            var local = iovec(iov_base: UnsafeMutableRawPointer(destination), iov_len: 8)
-            var remote = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: address), iov_len: 8)
-            return read(pid, &local, 1, &remote, 1, 0)
+        guard address != 0, address % 8 == 0, let source = UnsafeRawPointer(bitPattern: address) else { return nil }
+        return pipe.withLock { ends -> UInt64? in
+            guard let ends else { return nil }
+            guard write(ends.write, source, 8) == 8 else { return nil }
+            var value: UInt64 = 0
+            guard read(ends.read, &value, 8) == 8 else { return nil }
+            return value
         }
-        return copied == 8 ? value : nil
     }
     #else
     static var isAvailable: Bool { false }
@@ -47,18 +45,19 @@ enum SafeMemory {
 /// bits 33–62 strong count minus one, bit 63 "the counts live in a side table").
 struct ReferenceCounts: Equatable {
     /// Strong references.
-    var strong: UInt64
+    var strong: UInt64 = 0
     /// Unowned references, plus one held on behalf of all the strong ones.
-    var unowned: UInt64
+    var unowned: UInt64 = 0
 
-    /// Reads the counts of the object at `address`. `nil` when the word cannot be read, the object
-    /// has a side table (it has weak references, or its counts overflowed), or it is being
+    /// Reads the counts of the object at `address`, which the caller knows to be alive. Zero counts
+    /// when the object has a side table (it has weak references, or its counts overflowed) or is being
     /// deinitialised — in all of which no ownership can be proved from the counts.
-    static func read(objectAt address: UInt) -> ReferenceCounts? {
+    static func read(objectAt address: UInt) -> ReferenceCounts {
         guard MemoryLayout<UnsafeRawPointer>.size == 8,
-              let word = SafeMemory.word(at: address &+ 8) else { return nil }
-        guard word & (1 << 63) == 0, word & (1 << 32) == 0 else { return nil }
-        return ReferenceCounts(strong: ((word >> 33) & 0x3FFF_FFFF) + 1,
-                               unowned: (word >> 1) & 0x7FFF_FFFF)
+              let object = UnsafeRawPointer(bitPattern: address) else { return ReferenceCounts() }
+        let word = object.atomicLoadUInt(at: 8)
+        guard word & (1 << 63) == 0, word & (1 << 32) == 0 else { return ReferenceCounts() }
+        return ReferenceCounts(strong: UInt64((word >> 33) & 0x3FFF_FFFF) + 1,
+                               unowned: UInt64((word >> 1) & 0x7FFF_FFFF))
     }
 }

@@ -12,6 +12,8 @@ public enum Detector {
         var resource: ResourceID
         var id: UInt64
         var task: TaskID
+        /// The child whose result was proved to hold it, if one was: a proof must be seen twice too.
+        var parkedIn: TaskID?
     }
 
     struct WaitKey: Hashable, Sendable {
@@ -97,7 +99,7 @@ public enum Detector {
     }
 
     static func holdingKey(_ holding: HoldingRecord) -> HoldingKey {
-        HoldingKey(resource: holding.resource, id: holding.id, task: holding.holderTask)
+        HoldingKey(resource: holding.resource, id: holding.id, task: holding.holderTask, parkedIn: holding.parked?.child)
     }
 
     static func queueText(_ queued: Int) -> String {

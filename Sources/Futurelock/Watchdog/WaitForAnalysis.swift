@@ -101,13 +101,18 @@ struct WaitForAnalysis {
         var below: TreeNodeRecord?
         for node in chain(of: holding.holder) {
             if node.task == waiter {
-                if let annotated { return annotated }
-                // `below` is the waiter's child task on the way (or a scope of it).
+                // `below` is the waiter's child task on the way (or a scope of it). What the runtime
+                // shows of it comes first: a child still running can release, whatever a name says.
                 let childState = below.flatMap { index.taskState(of: $0.task) }
                 switch childState {
                 case .running?, .enqueued?, .suspended?:
                     return .runningChild(scope: "task \(below!.task.rawValue)")
-                case .failed?:
+                default:
+                    break
+                }
+                if let annotated { return annotated }
+                switch childState {
+                case .running?, .enqueued?, .suspended?, .failed?:
                     return .other
                 case .finished?:
                     // A result that can hold no object cannot hold the holding: it went elsewhere.

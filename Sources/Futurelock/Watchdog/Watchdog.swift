@@ -231,9 +231,9 @@ public final class Watchdog: Sendable {
     /// Checks every interval, and early when the oldest wait passes the wait threshold, until the
     /// calling task is cancelled.
     public func run() async {
-        // Parked results are proved by reading the runtime once its reader has passed its
-        // self-test (a few milliseconds, once per process).
-        await TaskTree.verifyRuntimeInspection()
+        // Parked results are proved by reading the runtime once its reader has passed its one-time
+        // self-test (a few milliseconds); start it now, without holding up the first checks.
+        RuntimeInspection.start()
         let tick = min(configuration.interval, max(configuration.waitThreshold / 2, .milliseconds(10)))
         var sinceFull = Duration.zero
         var lastEarlyFor: MonotonicInstant?
