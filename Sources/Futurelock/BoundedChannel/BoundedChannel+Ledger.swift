@@ -26,17 +26,20 @@ extension BoundedChannel: LedgerTracked {
             // Senders and reservers share one queue, so their positions are counted together.
             machine.senders.forEachInOrder { position, _, waiter in
                 switch waiter {
-                case .send(_, _, let stamp?):
-                    builder.addWait(resource: id, kind: .send, stamp: stamp, position: position)
-                case .reserve(_, let stamp?):
-                    builder.addWait(resource: id, kind: .reserve, stamp: stamp, position: position)
+                case .send(_, let continuation, let stamp?):
+                    builder.addWait(resource: id, kind: .send, stamp: stamp,
+                                    taskAddress: taskAddress(of: continuation), position: position)
+                case .reserve(let continuation, let stamp?):
+                    builder.addWait(resource: id, kind: .reserve, stamp: stamp,
+                                    taskAddress: taskAddress(of: continuation), position: position)
                 case .send, .reserve:
                     break
                 }
             }
             machine.receivers.forEachInOrder { position, _, waiter in
                 if let stamp = waiter.stamp {
-                    builder.addWait(resource: id, kind: .receive, stamp: stamp, position: position)
+                    builder.addWait(resource: id, kind: .receive, stamp: stamp,
+                                    taskAddress: taskAddress(of: waiter.continuation), position: position)
                 }
             }
         }

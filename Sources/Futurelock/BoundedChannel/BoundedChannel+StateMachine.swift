@@ -186,9 +186,11 @@ extension BoundedChannel {
             return .granted(recordReservation(stamp))
         }
 
+        /// Records a reservation for `stamp`'s task (the running task unless `taskAddress` says otherwise).
         @inlinable
-        mutating func recordReservation(_ stamp: OwnerStamp?) -> Int32 {
-            if let stamp { return holdings.insert(stamp) }
+        mutating func recordReservation(_ stamp: OwnerStamp?,
+                                        task taskAddress: @autoclosure () -> UInt = currentTaskAddress()) -> Int32 {
+            if let stamp { return holdings.insert(stamp, taskAddress: taskAddress()) }
             untrackedHeld += 1
             return Self.untrackedSlot
         }
@@ -344,7 +346,8 @@ extension BoundedChannel {
                     wakeups.append(.sendAccepted(continuation, stamp))
                 case .reserve(let continuation, let stamp):
                     available -= 1
-                    wakeups.append(.reserveGranted(continuation, recordReservation(stamp), stamp))
+                    wakeups.append(.reserveGranted(continuation,
+                                                   recordReservation(stamp, task: taskAddress(of: continuation)), stamp))
                 }
             }
             return wakeups

@@ -56,8 +56,10 @@ extension ConnectionPool {
         /// What a checkout could get without waiting (idle connections plus unused capacity).
         var available: Int { idle.count + creatable }
 
-        private mutating func grant(_ stamp: OwnerStamp?) -> Int32 {
-            if let stamp { return holdings.insert(stamp) }
+        /// Records a lease for `stamp`'s task (the running task unless `taskAddress` says otherwise).
+        private mutating func grant(_ stamp: OwnerStamp?,
+                                    task taskAddress: @autoclosure () -> UInt = currentTaskAddress()) -> Int32 {
+            if let stamp { return holdings.insert(stamp, taskAddress: taskAddress()) }
             untrackedHeld += 1
             return Self.untrackedSlot
         }
@@ -203,7 +205,8 @@ extension ConnectionPool {
             }
             if isCancelled {
                 if let head = waiters.popFirstIfAny() {
-                    return .keptForOthers(handOff: (head.continuation, grant(head.stamp), head.stamp))
+                    return .keptForOthers(handOff: (head.continuation,
+                                                    grant(head.stamp, task: taskAddress(of: head.continuation)), head.stamp))
                 }
                 idle.append(connection)
                 checkInvariants()
@@ -233,7 +236,9 @@ extension ConnectionPool {
                 return .close(connection)
             }
             if let head = waiters.popFirstIfAny() {
-                return .handOff(head.continuation, .connection(connection, grant(head.stamp)), head.stamp)
+                return .handOff(head.continuation,
+                                .connection(connection, grant(head.stamp, task: taskAddress(of: head.continuation))),
+                                head.stamp)
             }
             idle.append(connection)
             checkInvariants()

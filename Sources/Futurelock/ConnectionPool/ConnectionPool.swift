@@ -427,7 +427,8 @@ extension ConnectionPool: LedgerTracked {
             }
             machine.waiters.forEachInOrder { position, _, waiter in
                 if let stamp = waiter.stamp {
-                    builder.addWait(resource: id, kind: .checkout, stamp: stamp, position: position)
+                    builder.addWait(resource: id, kind: .checkout, stamp: stamp,
+                                    taskAddress: taskAddress(of: waiter.continuation), position: position)
                 }
             }
         }

@@ -19,17 +19,21 @@ struct HoldingTable {
         @usableFromInline var serial: UInt64
         /// The holder's structured ancestry, read from the runtime when the holding was recorded.
         @usableFromInline var ancestry: TaskAncestry
+        /// The holder's task object when the holding was recorded (0 if not known). Never
+        /// dereferenced later: the watchdog only compares it with words in a waiter's frames.
+        @usableFromInline var holderAddress: UInt
         /// The address of the `Permit`, `SendPermit` or `Lease` object, once it exists (0 before):
         /// what the watchdog looks for in parked results. The object cannot be freed while the entry
         /// is live and the primitive's lock is held, because its deinitialiser needs that lock.
         @usableFromInline var object: UInt
 
         @inlinable
-        init(stamp: OwnerStamp, acquiredBy: TaskID, serial: UInt64, ancestry: TaskAncestry) {
+        init(stamp: OwnerStamp, acquiredBy: TaskID, serial: UInt64, ancestry: TaskAncestry, holderAddress: UInt) {
             self.stamp = stamp
             self.acquiredBy = acquiredBy
             self.serial = serial
             self.ancestry = ancestry
+            self.holderAddress = holderAddress
             self.object = 0
         }
 
@@ -51,9 +55,8 @@ struct HoldingTable {
         @usableFromInline @exclusivity(unchecked) var used = 0
         @usableFromInline @exclusivity(unchecked) var freeCount = 0
 
-        /// How the runtime's task tree is read (the process's layout; stamps from ledgers that do
-        /// not read it carry no task address, so nothing is read for them).
-        @usableFromInline let runtime = RuntimeTaskLayout.current
+        /// Where a task's parent pointer is (the process's runtime layout; 0 when it is unavailable).
+        @usableFromInline let parentOffset = RuntimeTaskLayout.current.parentOffset
 
         init() {
             capacity = 4
@@ -99,8 +102,12 @@ struct HoldingTable {
     @inlinable
     init() {}
 
+    /// Records a holding for `stamp`'s task, whose task object is at `taskAddress` — the running task
+    /// (`currentTaskAddress()`), or a waiter being handed the holding while it is still queued (its
+    /// continuation's task). Either way that task and its ancestors are alive, so its ancestry is read
+    /// now.
     @inlinable @inline(__always)
-    mutating func insert(_ stamp: OwnerStamp) -> Int32 {
+    mutating func insert(_ stamp: OwnerStamp, taskAddress: UInt) -> Int32 {
         serial &+= 1
         let slot: Int32
         if storage.freeCount > 0 {
@@ -112,11 +119,10 @@ struct HoldingTable {
             storage.used &+= 1
         }
         _ = stamp.nodeReference?.retain()
-        // The stamp's task is the running task, or a waiter being handed the holding while it is
-        // still queued (so suspended, not completed): either way it and its ancestors are alive.
         (storage.entries + Int(slot)).initialize(
             to: Entry(stamp: stamp, acquiredBy: stamp.task, serial: serial,
-                      ancestry: storage.runtime.ancestry(ofTaskAt: stamp.taskAddress)))
+                      ancestry: RuntimeTaskLayout.ancestry(ofTaskAt: taskAddress, parentOffset: storage.parentOffset),
+                      holderAddress: storage.parentOffset == 0 ? 0 : taskAddress))
         return slot
     }
 
@@ -191,7 +197,8 @@ struct HoldingTable {
         storage.entries[index].stamp.nodeReference = newNode
         // The new owner's ancestry is not known here (it was not read from inside that task).
         storage.entries[index].ancestry = TaskAncestry()
-        storage.entries[index].stamp.taskWord = 0
+        storage.entries[index].holderAddress = 0
+        storage.entries[index].stamp.isPinned = false
         return previous
     }
 

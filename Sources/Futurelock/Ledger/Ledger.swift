@@ -102,13 +102,10 @@ public final class Ledger: Sendable {
     @inlinable
     func stamp(fileID: StaticString, line: UInt, function: StaticString) -> OwnerStamp? {
         guard isEnabled else { return nil }
-        let object = context.taskObject
-        let task = object.map { TaskID(rawValue: _futurelockJobTaskID($0)) } ?? context.task
         return OwnerStamp(
-            task: task, node: context.node,
+            task: context.task, node: context.node,
             site: StaticCallSite(fileID: fileID, line: line, function: function),
-            time: clock.now, backtrace: backtraceEvery == 0 ? nil : captureBacktraceIfDue(),
-            taskAddress: runtime.parentOffset == 0 ? 0 : object.map { UInt(bitPattern: $0) } ?? 0)
+            time: clock.now, backtrace: backtraceEvery == 0 ? nil : captureBacktraceIfDue())
     }
 
     @usableFromInline @inline(never)

@@ -15,39 +15,29 @@
 /// - `backtrace` points into the process-wide table of interned backtraces, which are never freed
 ///   (``BacktraceCapture``).
 ///
-/// It also carries the address of the task object (with the pinned flag in its low bit, which task
-/// alignment leaves free): dereferenced only while the stamp's task is provably alive — when a holding
-/// is recorded for it under the primitive's lock (its ancestry is read then), and by the watchdog while
-/// it is suspended in a wait of the primitive whose lock it holds (``RuntimeTaskInspector``).
+/// The task object's address is not kept: a holding reads its task's ancestry when it is recorded (from
+/// the running task, or from the waiter it is handed to, whose continuation is its task), and a waiter's
+/// task is its continuation too.
 @usableFromInline
 struct OwnerStamp: Sendable, BitwiseCopyable {
     @usableFromInline var task: TaskID
     @usableFromInline var nodeReference: Unmanaged<ScopeNode>?
     @usableFromInline var site: StaticCallSite
+    /// Acquired by a scoped call (`withPermit`, `withConnection`): the holding object never reaches
+    /// user code, so only the end of that call — in the acquiring task — can release it. (Declared
+    /// after the 28-byte call site, it takes padding the stamp had anyway.)
+    @usableFromInline var isPinned = false
     @usableFromInline var time: MonotonicInstant
     @usableFromInline var backtraceReference: Unmanaged<CapturedBacktrace>?
-    /// The task object's address (0: not read), low bit: ``isPinned``.
-    @usableFromInline var taskWord: UInt
 
     @inlinable
     init(task: TaskID, node: Unmanaged<ScopeNode>?, site: StaticCallSite, time: MonotonicInstant,
-         backtrace: Unmanaged<CapturedBacktrace>?, taskAddress: UInt = 0) {
+         backtrace: Unmanaged<CapturedBacktrace>?) {
         self.task = task
         self.nodeReference = node
         self.site = site
         self.time = time
         self.backtraceReference = backtrace
-        self.taskWord = taskAddress
-    }
-
-    /// The task object's address, 0 when it was not read.
-    @inlinable var taskAddress: UInt { taskWord & ~1 }
-
-    /// Acquired by a scoped call (`withPermit`, `withConnection`): the holding object never reaches
-    /// user code, so only the end of that call — in the acquiring task — can release it.
-    @inlinable var isPinned: Bool {
-        get { taskWord & 1 != 0 }
-        set { taskWord = newValue ? taskWord | 1 : taskWord & ~1 }
     }
 
     /// The scope the stamp was made in (valid while the stamp is held: see the type's notes).

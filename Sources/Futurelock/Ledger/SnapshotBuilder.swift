@@ -85,35 +85,40 @@ struct SnapshotBuilder {
         let stamp = entry.stamp
         holdingIndexBySlot[slot] = holdings.count
         if entry.object != 0 { holdingObjects[entry.object] = holdings.count }
-        let ancestors = entry.ancestry.ancestors.map(\.id.rawValue)
+        // A ledger that does not read the runtime tree ignores what the holding table read.
+        let ancestry = layout.parentOffset == 0 ? TaskAncestry() : entry.ancestry
+        let ancestors = ancestry.ancestors.map(\.id.rawValue)
         for ancestor in ancestors { holderAncestors.insert(ancestor) }
-        if scansFrames, !stamp.isPinned, stamp.taskAddress != 0, entry.ancestry.kind != .asyncLet {
-            frameScanCandidates.append((holdings.count, stamp.taskAddress, stamp.task, ancestors))
+        if scansFrames, !stamp.isPinned, entry.holderAddress != 0, ancestry.kind != .asyncLet {
+            frameScanCandidates.append((holdings.count, entry.holderAddress, stamp.task, ancestors))
         }
         holdings.append(HoldingRecord(
-            id: entry.serial, resource: resource, kind: kind, holder: node(for: stamp, entry.ancestry),
+            id: entry.serial, resource: resource, kind: kind, holder: node(for: stamp, ancestry),
             holderTask: stamp.task, site: callSite(stamp.site), since: stamp.time,
             acquiredBy: entry.acquiredBy == stamp.task ? nil : entry.acquiredBy,
             backtrace: stamp.backtrace?.addresses, pinned: stamp.isPinned, siteHandsOff: handsOff))
     }
 
-    /// Records a waiter. Call it under the resource's lock, after its holdings: a waiter that is an
-    /// ancestor of one of them has its children inspected here.
-    mutating func addWait(resource: ResourceID, kind: WaitKind, stamp: OwnerStamp, position: Int) {
+    /// Records a waiter, whose task object is at `taskAddress` (its continuation's task). Call it
+    /// under the resource's lock, after its holdings: a waiter that is an ancestor of one of them has
+    /// its children inspected here.
+    mutating func addWait(resource: ResourceID, kind: WaitKind, stamp: OwnerStamp, taskAddress: UInt,
+                          position: Int) {
         // A queued waiter is alive and not completed, so its ancestry can be read now.
-        let ancestry = layout.ancestry(ofTaskAt: stamp.taskAddress)
+        let address = layout.parentOffset == 0 ? 0 : taskAddress
+        let ancestry = layout.ancestry(ofTaskAt: address)
         waits.append(WaitRecord(
             resource: resource, kind: kind, waiter: node(for: stamp, ancestry), waiterTask: stamp.task,
             site: callSite(stamp.site), since: stamp.time, position: position))
-        if stamp.taskAddress != 0, tasks[stamp.task]?.state == nil {
+        if address != 0, tasks[stamp.task]?.state == nil {
             tasks[stamp.task, default: TaskFacts()].state = .suspended
         }
         if let groupType = inspectionGroupType, !holderAncestors.isEmpty,
-           holderAncestors.contains(stamp.task.rawValue), stamp.taskAddress != 0 {
-            inspect(stamp, resource: resource, groupType: groupType)
+           holderAncestors.contains(stamp.task.rawValue), address != 0 {
+            inspect(stamp, taskAddress: address, groupType: groupType)
         }
         if !frameScanCandidates.isEmpty, currentIsSaturated, position < RuntimeFrameScanner.waitersScannedPerResource,
-           Self.blocksOnCapacity(kind), let task = UnsafeRawPointer(bitPattern: stamp.taskAddress) {
+           Self.blocksOnCapacity(kind), let task = UnsafeRawPointer(bitPattern: address) {
             scanFrames(of: task, waiter: stamp.task, waiterAncestors: ancestry.ancestors.map(\.id))
         }
     }
@@ -137,8 +142,8 @@ struct SnapshotBuilder {
         }
     }
 
-    private mutating func inspect(_ stamp: OwnerStamp, resource: ResourceID, groupType: UInt) {
-        switch RuntimeTaskInspector.inspect(task: stamp.taskAddress, id: stamp.task, groupType: groupType,
+    private mutating func inspect(_ stamp: OwnerStamp, taskAddress: UInt, groupType: UInt) {
+        switch RuntimeTaskInspector.inspect(task: taskAddress, id: stamp.task, groupType: groupType,
                                              lookingFor: Set(holdingObjects.keys)) {
         case .notSuspended:
             tasks[stamp.task, default: TaskFacts()].state = .running

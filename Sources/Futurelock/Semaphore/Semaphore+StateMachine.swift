@@ -29,8 +29,10 @@ extension Semaphore {
         /// Slot value meaning "granted, not recorded" (ledger off).
         static let untrackedSlot: Int32 = -1
 
-        private mutating func grant(_ stamp: consuming OwnerStamp?) -> Int32 {
-            if let stamp { return holdings.insert(stamp) }
+        /// Records a permit for `stamp`'s task (the running task unless `taskAddress` says otherwise).
+        private mutating func grant(_ stamp: consuming OwnerStamp?,
+                                    task taskAddress: @autoclosure () -> UInt = currentTaskAddress()) -> Int32 {
+            if let stamp { return holdings.insert(stamp, taskAddress: taskAddress()) }
             untrackedHeld += 1
             return Self.untrackedSlot
         }
@@ -79,7 +81,8 @@ extension Semaphore {
                 holdings.discard(slot)
             }
             if let waiter = waiters.popFirstIfAny() {
-                return .handOff(waiter.continuation, grant(waiter.stamp), waiter.stamp)
+                return .handOff(waiter.continuation, grant(waiter.stamp, task: taskAddress(of: waiter.continuation)),
+                                waiter.stamp)
             }
             available += 1
             assert(available <= capacity, "BUG DETECTED: semaphore has more free permits than its capacity")

@@ -263,7 +263,8 @@ extension Semaphore: LedgerTracked {
             }
             machine.waiters.forEachInOrder { position, _, waiter in
                 if let stamp = waiter.stamp {
-                    builder.addWait(resource: id, kind: .acquire, stamp: stamp, position: position)
+                    builder.addWait(resource: id, kind: .acquire, stamp: stamp,
+                                    taskAddress: taskAddress(of: waiter.continuation), position: position)
                 }
             }
         }

@@ -32,7 +32,7 @@ import Darwin
 /// one pointer, which the Swift and C calling conventions pass identically; if the symbol is
 /// missing, `withUnsafeCurrentTask` is used.)
 @usableFromInline typealias CurrentTaskFunction = @convention(c) () -> OpaquePointer?
-let currentTaskFunction: CurrentTaskFunction? = {
+@usableFromInline let currentTaskFunction: CurrentTaskFunction? = {
     guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "swift_task_getCurrent") else { return nil }
     return unsafeBitCast(symbol, to: CurrentTaskFunction.self)
 }()
@@ -108,15 +108,23 @@ struct TaskContextReader: @unchecked Sendable {
     @inlinable @inline(__always)
     var task: TaskID { TaskID.current(via: currentTask) }
 
-    /// The running task object (unretained; only used while the task is provably alive), or `nil`
-    /// outside a task or where `swift_task_getCurrent` was not found.
-    @inlinable @inline(__always)
-    var taskObject: OpaquePointer? { currentTask?() }
-
     /// `TaskTree.currentNode`, unretained: the binding that holds it outlives the caller's use.
     @inlinable @inline(__always)
     var node: Unmanaged<ScopeNode>? {
         guard let value = _futurelockTaskLocalValueGet(nodeKey) else { return nil }
         return value.assumingMemoryBound(to: Unmanaged<ScopeNode>?.self).pointee
     }
+}
+
+/// The address of the running task object (0 outside a task, or where `swift_task_getCurrent` was not
+/// found): only dereferenced while that task is provably alive.
+@inlinable @inline(__always)
+func currentTaskAddress() -> UInt {
+    UInt(bitPattern: currentTaskFunction?())
+}
+
+/// The task a continuation resumes: the runtime's raw continuation is the suspended task itself.
+@inlinable @inline(__always)
+func taskAddress<Value, Failure>(of continuation: UnsafeContinuation<Value, Failure>) -> UInt {
+    unsafeBitCast(continuation, to: UInt.self)
 }

@@ -91,6 +91,11 @@ enum RuntimeInspection {
         }
         // Resolve the lookups the readers use here, not first under some primitive's lock.
         _ = (RuntimeFrameScanner.slabMetadata, RuntimeFrameScanner.taskMetadata, SafeMemory.isAvailable)
+        // A waiter's task is found through its continuation: check that it is the task itself.
+        let continuationIsTask = await withUnsafeContinuation { (continuation: UnsafeContinuation<Bool, Never>) in
+            continuation.resume(returning: taskAddress(of: continuation) == currentTaskAddress())
+        }
+        guard continuationIsTask else { return .failed("a continuation is not its task") }
         let accumulating = await withTaskGroup(of: Void.self) { _ in
             RuntimeTaskInspector.innermostGroupTypeOfCurrentTask()
         }

@@ -123,18 +123,24 @@ struct RuntimeTaskLayout: Sendable {
     /// parent first. Nothing is read for address 0.
     @inlinable
     func ancestry(ofTaskAt address: UInt) -> TaskAncestry {
+        Self.ancestry(ofTaskAt: address, parentOffset: parentOffset)
+    }
+
+    /// ``ancestry(ofTaskAt:)`` with the parent offset given (0: read nothing).
+    @inlinable
+    static func ancestry(ofTaskAt address: UInt, parentOffset: Int) -> TaskAncestry {
         var ancestry = TaskAncestry()
         guard parentOffset != 0, let task = UnsafeRawPointer(bitPattern: address) else { return ancestry }
         var current = task
-        var flags = current.load(fromByteOffset: Self.flagsOffset, as: UInt32.self)
+        var flags = current.load(fromByteOffset: flagsOffset, as: UInt32.self)
         ancestry.setKind(RuntimeTaskKind(flags: flags), level: 0)
-        while flags & Self.childTaskBit != 0 {
+        while flags & childTaskBit != 0 {
             guard ancestry.count < TaskAncestry.capacity else {
                 ancestry.truncated = true
                 break
             }
             guard let parent = current.load(fromByteOffset: parentOffset, as: UnsafeRawPointer?.self) else { break }
-            flags = parent.load(fromByteOffset: Self.flagsOffset, as: UInt32.self)
+            flags = parent.load(fromByteOffset: flagsOffset, as: UInt32.self)
             ancestry.append(TaskID(rawValue: _futurelockJobTaskID(OpaquePointer(parent))),
                             kind: RuntimeTaskKind(flags: flags))
             current = parent
