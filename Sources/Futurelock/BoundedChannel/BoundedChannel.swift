@@ -163,12 +163,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
             if carriesHoldings { noteKept(value, fileID: fileID, line: line, function: function) }
             throw FuturelockError.channelClosed(channel: name)
         case .full:
-            do {
-                return try await sendWaiting(value, fileID: fileID, line: line, function: function)
-            } catch {
-                if carriesHoldings { noteKept(value, fileID: fileID, line: line, function: function) }
-                throw error
-            }
+            return try await sendWaiting(value, fileID: fileID, line: line, function: function)
         }
         if recordsHistory { recordEvent(.send, fileID: fileID, line: line, function: function) }
     }
@@ -293,22 +288,21 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
     nonisolated(nonsending)
     public func receive(fileID: StaticString = #fileID, line: UInt = #line,
                         function: StaticString = #function) async throws -> Element? {
+        let value: Element
         switch state.withLock({ $0.tryReceive() }) {
-        case .message(let value):
-            if recordsHistory { recordEvent(.receive, fileID: fileID, line: line, function: function) }
-            return received(value, fileID: fileID, line: line, function: function)
-        case .messageHandingOff(let value, let wakeups):
+        case .message(let message):
+            value = message
+        case .messageHandingOff(let message, let wakeups):
             resume(wakeups)
-            if recordsHistory { recordEvent(.receive, fileID: fileID, line: line, function: function) }
-            return received(value, fileID: fileID, line: line, function: function)
+            value = message
         case .finished:
             return nil
         case .empty:
-            guard let value = try await receiveWaiting(fileID: fileID, line: line, function: function) else {
-                return nil
-            }
-            return received(value, fileID: fileID, line: line, function: function)
+            return try await receiveWaiting(fileID: fileID, line: line, function: function)
         }
+        if recordsHistory { recordEvent(.receive, fileID: fileID, line: line, function: function) }
+        if carriesHoldings { noteReceived(value, fileID: fileID, line: line, function: function) }
+        return value
     }
 
     /// A permit for the reserved `slot`, its address recorded with the reservation.
@@ -332,12 +326,6 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
     }
 
     /// Records, for a message that is a holding, that the receiving task owns it now.
-    @inlinable @inline(__always)
-    func received(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) -> Element {
-        if carriesHoldings { noteReceived(value, fileID: fileID, line: line, function: function) }
-        return value
-    }
-
     @usableFromInline
     func noteReceived(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) {
         (value as? any RecordedHolding)?.claim(fileID: fileID, line: line, function: function)
@@ -363,19 +351,21 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
     @inlinable
     public func tryReceive(fileID: StaticString = #fileID, line: UInt = #line,
                            function: StaticString = #function) -> TryReceiveResult {
+        let value: Element
         switch state.withLock({ $0.tryReceive() }) {
-        case .message(let value):
-            if recordsHistory { recordEvent(.receive, fileID: fileID, line: line, function: function) }
-            return .message(received(value, fileID: fileID, line: line, function: function))
-        case .messageHandingOff(let value, let wakeups):
+        case .message(let message):
+            value = message
+        case .messageHandingOff(let message, let wakeups):
             resume(wakeups)
-            if recordsHistory { recordEvent(.receive, fileID: fileID, line: line, function: function) }
-            return .message(received(value, fileID: fileID, line: line, function: function))
+            value = message
         case .finished:
             return .finished
         case .empty:
             return .empty
         }
+        if recordsHistory { recordEvent(.receive, fileID: fileID, line: line, function: function) }
+        if carriesHoldings { noteReceived(value, fileID: fileID, line: line, function: function) }
+        return .message(value)
     }
 
     // MARK: - Closing

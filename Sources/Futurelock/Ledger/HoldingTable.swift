@@ -55,6 +55,12 @@ struct HoldingTable {
         @usableFromInline @exclusivity(unchecked) var used = 0
         @usableFromInline @exclusivity(unchecked) var freeCount = 0
 
+        /// Acquisition sites whose holdings have been released, claimed or handed off by a task
+        /// other than the one holding them: the sign of code that hands holdings on (a `Task {}` that
+        /// releases, a worker fed through a stream). Bounded, and touched only when a holding changes
+        /// hands. (Kept here, not in the table's value, so the state machines stay plain values.)
+        @usableFromInline @exclusivity(unchecked) var handOffSites: Set<StaticCallSite> = []
+
         /// Where a task's parent pointer is (the process's runtime layout; 0 when it is unavailable).
         @usableFromInline let parentOffset = RuntimeTaskLayout.current.parentOffset
 
@@ -91,10 +97,6 @@ struct HoldingTable {
 
     @usableFromInline let storage = Storage()
     @usableFromInline var serial: UInt64 = 0
-    /// Acquisition sites whose holdings have been released, claimed or handed off by a task other
-    /// than the one holding them: the sign of code that hands holdings on (a `Task {}` that releases,
-    /// a worker fed through a stream). Bounded, and touched only when a holding changes hands.
-    @usableFromInline var handOffSites: Set<StaticCallSite> = []
     static let handOffSiteLimit = 4096
     /// Live holdings.
     @inlinable var count: Int { storage.used - storage.freeCount }
@@ -160,6 +162,12 @@ struct HoldingTable {
         storage.freeCount &+= 1
     }
 
+    /// The task recorded as holding `slot`, without copying its whole record.
+    @inlinable
+    func holderTask(_ slot: Int32) -> TaskID? {
+        isLive(slot) ? storage.entries[Int(slot)].stamp.task : nil
+    }
+
     subscript(slot: Int32) -> Entry? {
         isLive(slot) ? storage.entries[Int(slot)] : nil
     }
@@ -175,12 +183,12 @@ struct HoldingTable {
 
     @usableFromInline
     mutating func noteHandOff(at site: StaticCallSite) {
-        if handOffSites.count < Self.handOffSiteLimit { handOffSites.insert(site) }
+        if storage.handOffSites.count < Self.handOffSiteLimit { storage.handOffSites.insert(site) }
     }
 
     /// Whether holdings acquired at `site` have changed hands before.
     func handsOff(_ site: StaticCallSite) -> Bool {
-        !handOffSites.isEmpty && handOffSites.contains(site)
+        !storage.handOffSites.isEmpty && storage.handOffSites.contains(site)
     }
 
     /// Records that `task` (running in `node`) now owns the holding; returns the previous owner when

@@ -193,7 +193,7 @@ public final class Semaphore: Sendable, HoldingTransferring {
         let releaser = slot != StateMachine.untrackedSlot ? ledger.context.task : .none
         let (action, moved) = state.withLock { machine -> (StateMachine.ReleaseAction, Bool) in
             var moved = false
-            if releaser != .none, let holder = machine.holdings[slot]?.stamp.task, holder != releaser {
+            if releaser != .none, let holder = machine.holdings.holderTask(slot), holder != releaser {
                 if history != nil {
                     _ = machine.transfer(slot: slot, to: releaser, node: nil)
                 } else {

@@ -126,13 +126,24 @@ struct RuntimeTaskLayout: Sendable {
         Self.ancestry(ofTaskAt: address, parentOffset: parentOffset)
     }
 
-    /// ``ancestry(ofTaskAt:)`` with the parent offset given (0: read nothing).
-    @inlinable
+    /// ``ancestry(ofTaskAt:)`` with the parent offset given (0: read nothing). Inlined for the common
+    /// case — a task with no structured parent, one load — with the walk up the parents out of line.
+    @inlinable @inline(__always)
     static func ancestry(ofTaskAt address: UInt, parentOffset: Int) -> TaskAncestry {
         var ancestry = TaskAncestry()
         guard parentOffset != 0, let task = UnsafeRawPointer(bitPattern: address) else { return ancestry }
+        let flags = task.load(fromByteOffset: flagsOffset, as: UInt32.self)
+        ancestry.isKnown = true
+        guard flags & childTaskBit != 0 else { return ancestry }
+        return ancestors(ofChild: task, flags: flags, parentOffset: parentOffset)
+    }
+
+    @usableFromInline @inline(never)
+    static func ancestors(ofChild task: UnsafeRawPointer, flags childFlags: UInt32, parentOffset: Int) -> TaskAncestry {
+        var ancestry = TaskAncestry()
+        ancestry.isKnown = true
         var current = task
-        var flags = current.load(fromByteOffset: flagsOffset, as: UInt32.self)
+        var flags = childFlags
         ancestry.setKind(RuntimeTaskKind(flags: flags), level: 0)
         while flags & childTaskBit != 0 {
             guard ancestry.count < TaskAncestry.capacity else {
@@ -145,7 +156,6 @@ struct RuntimeTaskLayout: Sendable {
                             kind: RuntimeTaskKind(flags: flags))
             current = parent
         }
-        ancestry.isKnown = true
         return ancestry
     }
 }
