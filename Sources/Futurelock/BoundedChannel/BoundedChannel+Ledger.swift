@@ -19,8 +19,8 @@ extension BoundedChannel: LedgerTracked {
                 id: id, kind: .channel, name: name, capacity: capacity, available: machine.available,
                 held: machine.held, waiting: machine.senders.count + machine.receivers.count,
                 buffered: machine.buffer.count, closed: machine.closed))
-            machine.holdings.forEach { slot, entry in
-                builder.addHolding(entry, slot: slot, resource: id, kind: .sendSlot,
+            machine.holdings.forEach { entry in
+                builder.addHolding(entry, resource: id, kind: .sendSlot,
                                    handsOff: machine.holdings.handsOff(entry.stamp.site))
             }
             // Senders and reservers share one queue, so their positions are counted together.

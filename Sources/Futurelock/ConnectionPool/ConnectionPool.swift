@@ -421,8 +421,8 @@ extension ConnectionPool: LedgerTracked {
             builder.add(ResourceRecord(
                 id: id, kind: .pool, name: name, capacity: capacity, available: machine.available,
                 held: machine.held, waiting: machine.waiters.count, closed: machine.isShutdown))
-            machine.holdings.forEach { slot, entry in
-                builder.addHolding(entry, slot: slot, resource: id, kind: .connection,
+            machine.holdings.forEach { entry in
+                builder.addHolding(entry, resource: id, kind: .connection,
                                    handsOff: machine.holdings.handsOff(entry.stamp.site))
             }
             machine.waiters.forEachInOrder { position, _, waiter in

@@ -211,9 +211,9 @@ struct HoldingTable {
     }
 
     /// Visits every live holding. The entries' nodes are retained by the table for the duration.
-    func forEach(_ body: (Int32, Entry) -> Void) {
+    func forEach(_ body: (Entry) -> Void) {
         for index in 0..<storage.used where storage.entries[index].isLive {
-            body(Int32(truncatingIfNeeded: index), storage.entries[index])
+            body(storage.entries[index])
         }
     }
 }

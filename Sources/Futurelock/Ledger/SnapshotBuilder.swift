@@ -41,9 +41,8 @@ struct SnapshotBuilder {
     let layout: RuntimeTaskLayout
     /// Why inspection was not possible, if it was attempted and failed.
     private(set) var inspectionProblem: String?
-    /// Of the resource being visited: ancestors of its holders, and where each slot's record is.
+    /// Of the resource being visited: ancestors of its holders.
     private var holderAncestors: Set<UInt64> = []
-    private var holdingIndexBySlot: [Int32: Int] = [:]
 
     private struct TaskFacts {
         var runtimeParent: TaskID?
@@ -73,17 +72,15 @@ struct SnapshotBuilder {
         holdings.reserveCapacity(holdings.count + resource.held)
         tasks.reserveCapacity(tasks.count + resource.waiting + resource.held)
         holderAncestors.removeAll(keepingCapacity: true)
-        holdingIndexBySlot.removeAll(keepingCapacity: true)
         frameScanCandidates.removeAll(keepingCapacity: true)
         holdingObjects.removeAll(keepingCapacity: true)
         currentIsSaturated = resource.available == 0 && resource.buffered == 0
     }
 
     /// Records a live holding. Call it under the resource's lock, before its waiters.
-    mutating func addHolding(_ entry: HoldingTable.Entry, slot: Int32, resource: ResourceID, kind: HoldingKind,
+    mutating func addHolding(_ entry: HoldingTable.Entry, resource: ResourceID, kind: HoldingKind,
                              handsOff: Bool = false) {
         let stamp = entry.stamp
-        holdingIndexBySlot[slot] = holdings.count
         if entry.object != 0 { holdingObjects[entry.object] = holdings.count }
         // A ledger that does not read the runtime tree ignores what the holding table read.
         let ancestry = layout.parentOffset == 0 ? TaskAncestry() : entry.ancestry
@@ -118,12 +115,10 @@ struct SnapshotBuilder {
             inspect(stamp, taskAddress: address, groupType: groupType)
         }
         if !frameScanCandidates.isEmpty, currentIsSaturated, position < RuntimeFrameScanner.waitersScannedPerResource,
-           Self.blocksOnCapacity(kind), let task = UnsafeRawPointer(bitPattern: address) {
+           WaitForAnalysis.blocks(kind), let task = UnsafeRawPointer(bitPattern: address) {
             scanFrames(of: task, waiter: stamp.task, waiterAncestors: ancestry.ancestors.map(\.id))
         }
     }
-
-    private static func blocksOnCapacity(_ kind: WaitKind) -> Bool { kind != .receive }
 
     /// Looks for references to unrelated holders' task objects in a waiter's frames.
     private mutating func scanFrames(of task: UnsafeRawPointer, waiter: TaskID, waiterAncestors: [TaskID]) {

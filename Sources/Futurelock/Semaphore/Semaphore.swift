@@ -257,8 +257,8 @@ extension Semaphore: LedgerTracked {
             builder.add(ResourceRecord(
                 id: id, kind: .semaphore, name: name, capacity: capacity, available: machine.available,
                 held: machine.held, waiting: machine.waiters.count))
-            machine.holdings.forEach { slot, entry in
-                builder.addHolding(entry, slot: slot, resource: id, kind: .permit,
+            machine.holdings.forEach { entry in
+                builder.addHolding(entry, resource: id, kind: .permit,
                                    handsOff: machine.holdings.handsOff(entry.stamp.site))
             }
             machine.waiters.forEachInOrder { position, _, waiter in

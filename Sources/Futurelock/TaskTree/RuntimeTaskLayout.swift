@@ -146,10 +146,7 @@ struct RuntimeTaskLayout: Sendable {
         var flags = childFlags
         ancestry.setKind(RuntimeTaskKind(flags: flags), level: 0)
         while flags & childTaskBit != 0 {
-            guard ancestry.count < TaskAncestry.capacity else {
-                ancestry.truncated = true
-                break
-            }
+            guard ancestry.count < TaskAncestry.capacity else { break }
             guard let parent = current.load(fromByteOffset: parentOffset, as: UnsafeRawPointer?.self) else { break }
             flags = parent.load(fromByteOffset: flagsOffset, as: UInt32.self)
             ancestry.append(TaskID(rawValue: _futurelockJobTaskID(OpaquePointer(parent))),

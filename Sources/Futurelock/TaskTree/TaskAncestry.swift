@@ -3,7 +3,7 @@
 ///
 /// Trivially copyable and fixed-size, because it travels in every stamp (see ``OwnerStamp``): four
 /// ancestors cover the trees services build (request › handler › group child › grandchild); a deeper
-/// task keeps its nearest four and says it was truncated. The ids are the runtime's task ids, which
+/// task keeps its nearest four (and is not related to ancestors above them). The ids are the runtime's task ids, which
 /// are never reused, so the record stays true after the tasks are gone.
 @usableFromInline
 struct TaskAncestry: Sendable, BitwiseCopyable {
@@ -15,8 +15,6 @@ struct TaskAncestry: Sendable, BitwiseCopyable {
     @usableFromInline var kinds: UInt16 = 0
     /// Ancestors kept.
     @usableFromInline var count: UInt8 = 0
-    /// The chain goes on above the last ancestor kept.
-    @usableFromInline var truncated = false
     /// The runtime was read (`false` when its tree is unavailable or the code ran outside a task).
     @usableFromInline var isKnown = false
 
