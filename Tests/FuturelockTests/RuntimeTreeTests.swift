@@ -248,6 +248,48 @@ struct RuntimeTreeTests {
         #expect(finding.kind == .futurelock)
     }
 
+    @Test(.timeLimit(.minutes(1))) func claimedHolding_keepsItsNewOwnersAncestry_soAParkedOneIsStillProved() async throws {
+        // The child receives its permit from a channel (a claim) and returns it; the parent waits.
+        let db = try Semaphore(name: "db", permits: 1, ledger: ledger)
+        let delivery = try BoundedChannel<Permit>(name: "delivery", capacity: 1, ledger: ledger)
+        let (finding, _) = try await certainLock {
+            try await delivery.send(try await db.acquire())
+            try await withThrowingTaskGroup(of: Permit?.self) { group in
+                group.addTask { try await delivery.receive() }
+                while delivery.bufferedCount > 0 { try Task.checkCancellation(); await Task.yield() }
+                try await db.acquire().release()
+            }
+        }
+        #expect(finding.kind == .futurelock)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func timedAcquireThatWaited_isClaimedWithItsAncestry_andProved() async throws {
+        let db = try Semaphore(name: "db", permits: 1, ledger: ledger)
+        let (finding, _) = try await certainLock {
+            let first = try await db.acquire()
+            try await withThrowingTaskGroup(of: Permit.self) { group in
+                group.addTask { try await db.acquire(timeout: .seconds(60)) }   // waits, then is handed it
+                while db.waitingCount == 0 { try Task.checkCancellation(); await Task.yield() }
+                first.release()
+                while db.availablePermits > 0 || db.waitingCount > 0 { try Task.checkCancellation(); await Task.yield() }
+                try await db.acquire().release()
+            }
+        }
+        #expect(finding.kind == .futurelock)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func ledgerNotReadingTheRuntime_recordsNoAncestry() async throws {
+        let scoped = Ledger(configuration: .init(readsRuntimeTaskTree: false), logger: quiet)
+        let db = try Semaphore(name: "db", permits: 1, ledger: scoped)
+        let snapshot = try await withThrowingTaskGroup(of: Permit.self) { group in
+            group.addTask { try await db.acquire() }
+            let permit = try await group.next()!
+            defer { permit.release() }
+            return scoped.snapshot()
+        }
+        #expect(snapshot.nodes.allSatisfy { $0.taskKind == nil && $0.link != .structured })
+    }
+
     // MARK: - The tree itself
 
     @Test(.timeLimit(.minutes(1))) func snapshot_linksStructuredChildrenAndNotUnstructuredTasks() async throws {

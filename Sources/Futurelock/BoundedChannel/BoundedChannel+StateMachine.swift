@@ -82,15 +82,18 @@ extension BoundedChannel {
         @usableFromInline var senders = WaiterQueue<SenderWaiter>()
         @usableFromInline var receivers = WaiterQueue<ReceiverWaiter>()
         /// Outstanding reservations when the ledger is on.
-        @usableFromInline var holdings = HoldingTable()
+        @usableFromInline var holdings: HoldingTable
         /// Outstanding reservations when the ledger is off.
         @usableFromInline var untrackedHeld = 0
 
         /// Slot value meaning "reserved, not recorded" (ledger off).
         @usableFromInline static var untrackedSlot: Int32 { -1 }
 
-        init(capacity: Int) {
+        /// `runtimeParentOffset`: how holdings read their tasks' ancestry (the ledger's runtime layout;
+        /// 0 when it does not read the runtime).
+        init(capacity: Int, runtimeParentOffset: Int = 0) {
             self.capacity = capacity
+            self.holdings = HoldingTable(parentOffset: runtimeParentOffset)
             self.available = capacity
             // Small channels get their whole buffer up front; large ones grow as they fill.
             self.buffer = Deque(minimumCapacity: Swift.min(capacity, 256))
@@ -189,8 +192,9 @@ extension BoundedChannel {
         /// Records a reservation for `stamp`'s task (the running task unless `taskAddress` says otherwise).
         @inlinable
         mutating func recordReservation(_ stamp: OwnerStamp?,
-                                        task taskAddress: @autoclosure () -> UInt = currentTaskAddress()) -> Int32 {
-            if let stamp { return holdings.insert(stamp, taskAddress: taskAddress()) }
+                                        task taskAddress: @autoclosure () -> UInt = currentTaskAddress(),
+                                        checked: Bool = false) -> Int32 {
+            if let stamp { return holdings.insert(stamp, taskAddress: taskAddress(), checked: checked) }
             untrackedHeld += 1
             return Self.untrackedSlot
         }
@@ -347,7 +351,7 @@ extension BoundedChannel {
                 case .reserve(let continuation, let stamp):
                     available -= 1
                     wakeups.append(.reserveGranted(continuation,
-                                                   recordReservation(stamp, task: taskAddress(of: continuation)), stamp))
+                                                   recordReservation(stamp, task: taskAddress(of: continuation), checked: true), stamp))
                 }
             }
             return wakeups

@@ -52,7 +52,7 @@ extension BoundedChannel {
         } catch {
             record(error is CancellationError ? .cancelled : .waitEnd, stamp)
             // Not sent: a holding in the message is still the sender's.
-            if carriesHoldings { noteKept(value, fileID: fileID, line: line, function: function) }
+            if carriesHoldings { noteClaimed(value, fileID: fileID, line: line, function: function) }
             throw error
         }
         // Accepted: the message entered the channel when the slot was handed over. A cancellation that
@@ -142,7 +142,7 @@ extension BoundedChannel {
         }
         // A message handed over before a cancellation took effect is returned, never dropped.
         record(.waitEnd, stamp)
-        if carriesHoldings, let value { noteReceived(value, fileID: fileID, line: line, function: function) }
+        if carriesHoldings, let value { noteClaimed(value, fileID: fileID, line: line, function: function) }
         return value
     }
 

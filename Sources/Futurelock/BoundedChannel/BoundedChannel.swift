@@ -104,7 +104,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
         self.name = name
         self.capacity = capacity
         self.ledger = ledger
-        self.state = Mutex(StateMachine(capacity: capacity))
+        self.state = Mutex(StateMachine(capacity: capacity, runtimeParentOffset: ledger.runtime.parentOffset))
         self.id = ledger.nextResourceID()
         self.history = EventHistory(ledger: ledger, resource: id)
         self.recordsHistory = history != nil
@@ -160,7 +160,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
         case .delivered(let receiver, let value):
             deliver(value, to: receiver)
         case .closed:
-            if carriesHoldings { noteKept(value, fileID: fileID, line: line, function: function) }
+            if carriesHoldings { noteClaimed(value, fileID: fileID, line: line, function: function) }
             throw FuturelockError.channelClosed(channel: name)
         case .full:
             return try await sendWaiting(value, fileID: fileID, line: line, function: function)
@@ -183,10 +183,10 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
         case .delivered(let receiver, let value):
             deliver(value, to: receiver)
         case .closed:
-            if carriesHoldings { noteKept(value, fileID: fileID, line: line, function: function) }
+            if carriesHoldings { noteClaimed(value, fileID: fileID, line: line, function: function) }
             throw .channelClosed(channel: name)
         case .full:
-            if carriesHoldings { noteKept(value, fileID: fileID, line: line, function: function) }
+            if carriesHoldings { noteClaimed(value, fileID: fileID, line: line, function: function) }
             return false
         }
         if recordsHistory { recordEvent(.send, fileID: fileID, line: line, function: function) }
@@ -203,10 +203,16 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
     ///   ``FuturelockError/channelClosed(channel:)``, or `CancellationError`.
     public func send(_ value: Element, timeout: Duration, fileID: StaticString = #fileID,
                      line: UInt = #line, function: StaticString = #function) async throws {
-        try await TimeoutRace.acquire(
-            resource: name, timeout: timeout,
-            immediately: { try trySend(value, fileID: fileID, line: line, function: function) ? () : nil },
-            waiting: { try await self.send(value, fileID: fileID, line: line, function: function) })
+        do {
+            try await TimeoutRace.acquire(
+                resource: name, timeout: timeout,
+                immediately: { try trySend(value, fileID: fileID, line: line, function: function) ? () : nil },
+                waiting: { try await self.send(value, fileID: fileID, line: line, function: function) })
+        } catch {
+            // Not sent: the race's child gave a holding in the message back to itself; the caller keeps it.
+            if carriesHoldings { noteClaimed(value, fileID: fileID, line: line, function: function) }
+            throw error
+        }
     }
 
     // MARK: - Reserving
@@ -301,7 +307,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
             return try await receiveWaiting(fileID: fileID, line: line, function: function)
         }
         if recordsHistory { recordEvent(.receive, fileID: fileID, line: line, function: function) }
-        if carriesHoldings { noteReceived(value, fileID: fileID, line: line, function: function) }
+        if carriesHoldings { noteClaimed(value, fileID: fileID, line: line, function: function) }
         return value
     }
 
@@ -325,16 +331,11 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
         (value as? any RecordedHolding)?.handOff(fileID: fileID, line: line, function: function)
     }
 
-    /// Records, for a message that is a holding, that the receiving task owns it now.
+    /// Records, for a message that is a holding, that the calling task owns it: the receiver, or the
+    /// sender of a message that was not sent.
     @usableFromInline
-    func noteReceived(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) {
+    func noteClaimed(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) {
         (value as? any RecordedHolding)?.claim(fileID: fileID, line: line, function: function)
-    }
-
-    /// Records, for a holding whose send failed, that the sender still owns it.
-    @usableFromInline
-    func noteKept(_ value: Element, fileID: StaticString, line: UInt, function: StaticString) {
-        noteReceived(value, fileID: fileID, line: line, function: function)
     }
 
     /// What ``tryReceive(fileID:line:function:)`` found.
@@ -364,7 +365,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
             return .empty
         }
         if recordsHistory { recordEvent(.receive, fileID: fileID, line: line, function: function) }
-        if carriesHoldings { noteReceived(value, fileID: fileID, line: line, function: function) }
+        if carriesHoldings { noteClaimed(value, fileID: fileID, line: line, function: function) }
         return .message(value)
     }
 

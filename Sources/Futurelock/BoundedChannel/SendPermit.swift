@@ -102,7 +102,7 @@ extension BoundedChannel {
             resume(wakeups)
         case .closed(let wakeups):
             resume(wakeups)
-            if carriesHoldings { noteKept(value, fileID: fileID, line: line, function: function) }
+            if carriesHoldings { noteClaimed(value, fileID: fileID, line: line, function: function) }
             throw .channelClosed(channel: name)
         }
         if recordsHistory { recordEvent(.send, fileID: fileID, line: line, function: function) }
@@ -134,8 +134,5 @@ extension BoundedChannel {
     }
 }
 
-extension SendPermit: RecordedHolding {
-    var recordedResource: ResourceID { channel.id }
-    var recordedSlot: Int32 { slot }
-    var isSpent: Bool { isUsed }
-}
+/// A channel carrying these records each one as it is sent and received (`handOff` and `claim`).
+extension SendPermit: RecordedHolding {}

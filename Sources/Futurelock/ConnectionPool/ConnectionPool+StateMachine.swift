@@ -38,13 +38,16 @@ extension ConnectionPool {
         /// Connections whose close callback has been started and not finished (part of `open`).
         private(set) var closing = 0
         private(set) var waiters = WaiterQueue<Waiter>()
-        private(set) var holdings = HoldingTable()
+        private(set) var holdings: HoldingTable
         /// Leased connections when the ledger is off (the table counts them when it is on).
         private(set) var untrackedHeld = 0
         private(set) var isShutdown = false
 
-        init(capacity: Int) {
+        /// `runtimeParentOffset`: how holdings read their tasks' ancestry (the ledger's runtime layout;
+        /// 0 when it does not read the runtime).
+        init(capacity: Int, runtimeParentOffset: Int = 0) {
             self.capacity = capacity
+            self.holdings = HoldingTable(parentOffset: runtimeParentOffset)
         }
 
         /// Slot value meaning "leased, not recorded" (ledger off).
@@ -58,8 +61,9 @@ extension ConnectionPool {
 
         /// Records a lease for `stamp`'s task (the running task unless `taskAddress` says otherwise).
         private mutating func grant(_ stamp: OwnerStamp?,
-                                    task taskAddress: @autoclosure () -> UInt = currentTaskAddress()) -> Int32 {
-            if let stamp { return holdings.insert(stamp, taskAddress: taskAddress()) }
+                                    task taskAddress: @autoclosure () -> UInt = currentTaskAddress(),
+                                    checked: Bool = false) -> Int32 {
+            if let stamp { return holdings.insert(stamp, taskAddress: taskAddress(), checked: checked) }
             untrackedHeld += 1
             return Self.untrackedSlot
         }
@@ -206,7 +210,7 @@ extension ConnectionPool {
             if isCancelled {
                 if let head = waiters.popFirstIfAny() {
                     return .keptForOthers(handOff: (head.continuation,
-                                                    grant(head.stamp, task: taskAddress(of: head.continuation)), head.stamp))
+                                                    grant(head.stamp, task: taskAddress(of: head.continuation), checked: true), head.stamp))
                 }
                 idle.append(connection)
                 checkInvariants()
@@ -237,7 +241,7 @@ extension ConnectionPool {
             }
             if let head = waiters.popFirstIfAny() {
                 return .handOff(head.continuation,
-                                .connection(connection, grant(head.stamp, task: taskAddress(of: head.continuation))),
+                                .connection(connection, grant(head.stamp, task: taskAddress(of: head.continuation), checked: true)),
                                 head.stamp)
             }
             idle.append(connection)
@@ -271,12 +275,12 @@ extension ConnectionPool {
             holdings[slot]
         }
 
-        /// Records that `task` owns the lease now; returns the previous owner when it changed.
         /// Records the address of the `Lease` object of `slot`.
         mutating func noteObject(_ address: UInt, slot: Int32) {
             holdings.setObject(slot, address)
         }
 
+        /// Records that `task` owns the lease now; returns the previous owner when it changed.
         mutating func transfer(slot: Int32, to task: TaskID, node: ScopeNode?) -> TaskID? {
             holdings.transfer(slot, to: task, node: node)
         }

@@ -89,7 +89,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         self.ledger = ledger
         self.factory = factory
         self.closeConnection = close
-        self.state = Mutex(StateMachine(capacity: capacity))
+        self.state = Mutex(StateMachine(capacity: capacity, runtimeParentOffset: ledger.runtime.parentOffset))
         self.id = ledger.nextResourceID()
         self.history = EventHistory(ledger: ledger, resource: id)
         ledger.register(self, id: id)

@@ -120,8 +120,5 @@ extension ConnectionPool {
     }
 }
 
-extension ConnectionPool.Lease: RecordedHolding {
-    var recordedResource: ResourceID { pool.id }
-    var recordedSlot: Int32 { slot }
-    var isSpent: Bool { isReleased }
-}
+/// A channel carrying these records each one as it is sent and received (`handOff` and `claim`).
+extension ConnectionPool.Lease: RecordedHolding {}

@@ -61,10 +61,12 @@ struct HoldingTable {
         /// hands. (Kept here, not in the table's value, so the state machines stay plain values.)
         @usableFromInline @exclusivity(unchecked) var handOffSites: Set<StaticCallSite> = []
 
-        /// Where a task's parent pointer is (the process's runtime layout; 0 when it is unavailable).
-        @usableFromInline let parentOffset = RuntimeTaskLayout.current.parentOffset
+        /// Where a task's parent pointer is (0: the ledger does not read the runtime, or cannot).
+        @usableFromInline let parentOffset: Int
 
-        init() {
+        @usableFromInline
+        init(parentOffset: Int) {
+            self.parentOffset = parentOffset
             capacity = 4
             entries = .allocate(capacity: capacity)
             freeSlots = .allocate(capacity: capacity)
@@ -95,21 +97,24 @@ struct HoldingTable {
         }
     }
 
-    @usableFromInline let storage = Storage()
+    @usableFromInline let storage: Storage
     @usableFromInline var serial: UInt64 = 0
     static let handOffSiteLimit = 4096
     /// Live holdings.
     @inlinable var count: Int { storage.used - storage.freeCount }
 
+    /// A table whose holdings read their tasks' ancestry with `parentOffset` (0: never).
     @inlinable
-    init() {}
+    init(parentOffset: Int) {
+        storage = Storage(parentOffset: parentOffset)
+    }
 
     /// Records a holding for `stamp`'s task, whose task object is at `taskAddress` — the running task
     /// (`currentTaskAddress()`), or a waiter being handed the holding while it is still queued (its
     /// continuation's task). Either way that task and its ancestors are alive, so its ancestry is read
     /// now.
     @inlinable @inline(__always)
-    mutating func insert(_ stamp: OwnerStamp, taskAddress: UInt) -> Int32 {
+    mutating func insert(_ stamp: OwnerStamp, taskAddress: UInt, checked: Bool = false) -> Int32 {
         serial &+= 1
         let slot: Int32
         if storage.freeCount > 0 {
@@ -121,11 +126,20 @@ struct HoldingTable {
             storage.used &+= 1
         }
         _ = stamp.nodeReference?.retain()
+        // An address taken from a waiter's continuation is read only once it shows the stamp's id.
+        let address = checked ? Self.verified(taskAddress, is: stamp.task) : taskAddress
         (storage.entries + Int(slot)).initialize(
             to: Entry(stamp: stamp, acquiredBy: stamp.task, serial: serial,
-                      ancestry: RuntimeTaskLayout.ancestry(ofTaskAt: taskAddress, parentOffset: storage.parentOffset),
-                      holderAddress: storage.parentOffset == 0 ? 0 : taskAddress))
+                      ancestry: RuntimeTaskLayout.ancestry(ofTaskAt: address, parentOffset: storage.parentOffset),
+                      holderAddress: storage.parentOffset == 0 ? 0 : address))
         return slot
+    }
+
+    /// `address` if the task object there has id `task`, 0 otherwise.
+    @usableFromInline
+    static func verified(_ address: UInt, is task: TaskID) -> UInt {
+        guard let object = OpaquePointer(bitPattern: address) else { return 0 }
+        return TaskID(rawValue: _futurelockJobTaskID(object)) == task ? address : 0
     }
 
     /// Records the address of the holding object of `slot`.
@@ -203,9 +217,11 @@ struct HoldingTable {
         storage.entries[index].stamp.nodeReference?.release()
         storage.entries[index].stamp.task = task
         storage.entries[index].stamp.nodeReference = newNode
-        // The new owner's ancestry is not known here (it was not read from inside that task).
-        storage.entries[index].ancestry = TaskAncestry()
-        storage.entries[index].holderAddress = 0
+        // A transfer to a task is made by that task itself (a claim, or a release by another task), so
+        // its ancestry can be read now; one in transit has none.
+        let address = task == .none ? 0 : Self.verified(currentTaskAddress(), is: task)
+        storage.entries[index].ancestry = RuntimeTaskLayout.ancestry(ofTaskAt: address, parentOffset: storage.parentOffset)
+        storage.entries[index].holderAddress = storage.parentOffset == 0 ? 0 : address
         storage.entries[index].stamp.isPinned = false
         return previous
     }

@@ -28,7 +28,7 @@ public final class Ledger: Sendable {
         public var eventHistoryPerResource: Int
         /// How many problems (double releases, dropped holdings) are kept.
         public var problemHistory: Int
-        /// Read each task's structured ancestry from the Swift runtime when it acquires or waits, and
+        /// Read each holder's and waiter's structured ancestry from the Swift runtime, and
         /// let the watchdog read a suspended waiter's children (see ``TaskTree/runtimeAvailability``).
         /// On by default; where the runtime's tree is unavailable this changes nothing. Off, the tree
         /// comes from named scopes only, and no futurelock in un-annotated code can be proved.

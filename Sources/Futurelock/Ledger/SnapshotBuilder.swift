@@ -82,8 +82,7 @@ struct SnapshotBuilder {
                              handsOff: Bool = false) {
         let stamp = entry.stamp
         if entry.object != 0 { holdingObjects[entry.object] = holdings.count }
-        // A ledger that does not read the runtime tree ignores what the holding table read.
-        let ancestry = layout.parentOffset == 0 ? TaskAncestry() : entry.ancestry
+        let ancestry = entry.ancestry
         let ancestors = ancestry.ancestors.map(\.id.rawValue)
         for ancestor in ancestors { holderAncestors.insert(ancestor) }
         if scansFrames, !stamp.isPinned, entry.holderAddress != 0, ancestry.kind != .asyncLet {
@@ -101,8 +100,9 @@ struct SnapshotBuilder {
     /// its children inspected here.
     mutating func addWait(resource: ResourceID, kind: WaitKind, stamp: OwnerStamp, taskAddress: UInt,
                           position: Int) {
-        // A queued waiter is alive and not completed, so its ancestry can be read now.
-        let address = layout.parentOffset == 0 ? 0 : taskAddress
+        // A queued waiter is alive and not completed, so its ancestry can be read now — once the task
+        // its continuation points at shows the waiter's id.
+        let address = layout.parentOffset == 0 ? 0 : HoldingTable.verified(taskAddress, is: stamp.task)
         let ancestry = layout.ancestry(ofTaskAt: address)
         waits.append(WaitRecord(
             resource: resource, kind: kind, waiter: node(for: stamp, ancestry), waiterTask: stamp.task,

@@ -66,8 +66,5 @@ public final class Permit: Sendable {
     }
 }
 
-extension Permit: RecordedHolding {
-    var recordedResource: ResourceID { semaphore.id }
-    var recordedSlot: Int32 { slot }
-    var isSpent: Bool { isReleased }
-}
+/// A channel carrying these records each one as it is sent and received (`handOff` and `claim`).
+extension Permit: RecordedHolding {}

@@ -15,12 +15,15 @@ extension Semaphore {
         let capacity: Int
         private(set) var available: Int
         private(set) var waiters = WaiterQueue<Waiter>()
-        private(set) var holdings = HoldingTable()
+        private(set) var holdings: HoldingTable
         /// Outstanding permits when the ledger is off (the table counts them when it is on).
         private(set) var untrackedHeld = 0
 
-        init(capacity: Int) {
+        /// `runtimeParentOffset`: how holdings read their tasks' ancestry (the ledger's runtime layout;
+        /// 0 when it does not read the runtime).
+        init(capacity: Int, runtimeParentOffset: Int = 0) {
             self.capacity = capacity
+            self.holdings = HoldingTable(parentOffset: runtimeParentOffset)
             self.available = capacity
         }
 
@@ -31,8 +34,9 @@ extension Semaphore {
 
         /// Records a permit for `stamp`'s task (the running task unless `taskAddress` says otherwise).
         private mutating func grant(_ stamp: consuming OwnerStamp?,
-                                    task taskAddress: @autoclosure () -> UInt = currentTaskAddress()) -> Int32 {
-            if let stamp { return holdings.insert(stamp, taskAddress: taskAddress()) }
+                                    task taskAddress: @autoclosure () -> UInt = currentTaskAddress(),
+                                    checked: Bool = false) -> Int32 {
+            if let stamp { return holdings.insert(stamp, taskAddress: taskAddress(), checked: checked) }
             untrackedHeld += 1
             return Self.untrackedSlot
         }
@@ -81,7 +85,7 @@ extension Semaphore {
                 holdings.discard(slot)
             }
             if let waiter = waiters.popFirstIfAny() {
-                return .handOff(waiter.continuation, grant(waiter.stamp, task: taskAddress(of: waiter.continuation)),
+                return .handOff(waiter.continuation, grant(waiter.stamp, task: taskAddress(of: waiter.continuation), checked: true),
                                 waiter.stamp)
             }
             available += 1

@@ -54,7 +54,7 @@ public final class Semaphore: Sendable, HoldingTransferring {
         self.name = name
         self.capacity = permits
         self.ledger = ledger
-        self.state = Mutex(StateMachine(capacity: permits))
+        self.state = Mutex(StateMachine(capacity: permits, runtimeParentOffset: ledger.runtime.parentOffset))
         self.id = ledger.nextResourceID()
         self.history = EventHistory(ledger: ledger, resource: id)
         ledger.register(self, id: id)

@@ -2,15 +2,16 @@ import Logging
 import Synchronization
 
 /// Whether the watchdog may read suspended waiters' children (``RuntimeTaskInspector``), decided once
-/// per process by a self-test that forms two real futurelocks and checks that the reader proves them.
+/// per process by a self-test that forms real futurelocks and checks that the reader proves them.
 ///
 /// The ancestry recorded on the hot path needs only the parent link and the job flags, which the
 /// runtime's debugger symbols vouch for. The inspector reads more — status records, the task-group
 /// object, the future fragment — whose layout the debugger version number does not pin down as
 /// tightly. So before it is trusted, the self-test runs it on tasks whose shape it knows: a task-group
-/// child and an `async let` child that each finish holding a permit while their parent waits for it.
-/// Only if both are proved, and a discarding group is told apart from an accumulating one, are proofs
-/// used; otherwise findings that would rest on them stay `suspected`, and the reason is kept in
+/// child (one with a 16-byte-aligned result too) and an `async let` child that each finish holding a
+/// permit while their parent waits for it, and a `Task` whose handle its creator keeps. Only if the
+/// children's are proved, a discarding group is told apart from an accumulating one, and a
+/// continuation is its task, are proofs used (frame scans need the handle shape too); otherwise findings that would rest on them stay `suspected`, and the reason is kept in
 /// ``TaskTree/runtimeInspectionStatus``.
 enum RuntimeInspection {
     /// When a ledger's snapshots may inspect waiters.
@@ -195,8 +196,8 @@ extension TaskTree {
     }
 
     /// Waits for the one-time self-test of the runtime reader (a few milliseconds) and says whether
-    /// parked results can be proved. The watchdog's `run()` calls it before its first check; call it
-    /// before calling `check()` yourself if you want proofs from the first check on.
+    /// parked results can be proved. The watchdog's `run()` starts it without waiting; call this before
+    /// calling `check()` yourself if you want proofs from the first check on.
     @discardableResult
     public static func verifyRuntimeInspection() async -> Bool {
         if case .verified = await RuntimeInspection.selfTest.value { return true }

@@ -28,6 +28,9 @@
 // user code runs: a copy and its destruction only retain and release, and the copy can never drop the
 // last reference.
 //
+// One caveat on "no user code": a result type imported from C++ with a copy constructor or destructor
+// of its own would run that code here, under the lock; Swift and C types only retain and release.
+//
 // What it cannot see: references kept as `Unmanaged` or `unowned(unsafe)`, which the counts do not
 // include, and a result that carries an object's address without owning it.
 
@@ -247,8 +250,7 @@ enum ParkedResultSearch {
                 if objects.contains(word) { counts[word, default: 0] += 1 }
             }
             guard !counts.isEmpty else { return [:] }
-            let before = counts.mapValues { _ in ReferenceCounts() }.merging(
-                counts.keys.map { ($0, ReferenceCounts.read(objectAt: $0)) }, uniquingKeysWith: { _, read in read })
+            let before = Dictionary(uniqueKeysWithValues: counts.keys.map { ($0, ReferenceCounts.read(objectAt: $0)) })
             let during = whileCopied(Result.self, at: storage, reading: Array(counts.keys))
             var result: [UInt: Int] = [:]
             for (object, occurrences) in counts {
@@ -271,7 +273,7 @@ enum ParkedResultSearch {
                                     reading objects: [UInt]) -> [UInt: ReferenceCounts] {
         let copy = storage.load(as: Result.self)
         return withExtendedLifetime(copy) {
-            Dictionary(objects.map { ($0, ReferenceCounts.read(objectAt: $0)) }, uniquingKeysWith: { a, _ in a })
+            Dictionary(uniqueKeysWithValues: objects.map { ($0, ReferenceCounts.read(objectAt: $0)) })
         }
     }
 }

@@ -8,10 +8,11 @@
 // Unstructured tasks (`Task {}`, `Task.detached`) have no parent link: the runtime does not consider
 // them part of their creator's tree, and neither does the ledger.
 //
-// Reading the link is only sound while the tasks involved cannot be freed. A running task's
-// ancestors are alive for as long as it runs — a parent cannot leave the scope that owns a structured
-// child before the child has completed — so the ledger reads a task's ancestry when the task
-// acquires or starts to wait, from inside that task. Nothing here reads another task later on.
+// Reading the link is only sound while the tasks involved cannot be freed. A task's ancestors are
+// alive for as long as it has not completed — a parent cannot leave the scope that owns a structured
+// child before the child has completed — so the ledger reads a task's ancestry while the task is
+// provably not completed: the running task when it acquires, a waiter still queued (under the lock of
+// the primitive it waits on) when a holding is handed to it or a snapshot is taken.
 //
 // Everything is checked once, when the layout is first used: the two debugger symbols must be
 // exported and describe the layout this file knows (version 1, 64-bit pointers, a 208-byte task).

@@ -27,10 +27,16 @@ enum SafeMemory {
     static func word(at address: UInt) -> UInt64? {
         guard address != 0, address % 8 == 0, let source = UnsafeRawPointer(bitPattern: address) else { return nil }
         return pipe.withLock { ends -> UInt64? in
-            guard let ends else { return nil }
-            guard write(ends.write, source, 8) == 8 else { return nil }
+            guard let pair = ends else { return nil }
+            guard write(pair.write, source, 8) == 8 else { return nil }
             var value: UInt64 = 0
-            guard read(ends.read, &value, 8) == 8 else { return nil }
+            guard read(pair.read, &value, 8) == 8 else {
+                // Bytes left in the pipe would answer the next read: stop using it.
+                close(pair.read)
+                close(pair.write)
+                ends = nil
+                return nil
+            }
             return value
         }
     }

@@ -1,7 +1,8 @@
-/// A task's structured ancestry as the runtime knows it, read from inside the task when it acquires
-/// or starts to wait: its own kind, and the ids and kinds of its nearest ancestors, parent first.
+/// A task's structured ancestry as the runtime knows it, read when one of its holdings is recorded (or
+/// when a snapshot sees it wait): its own kind, and the ids and kinds of its nearest ancestors, parent
+/// first.
 ///
-/// Trivially copyable and fixed-size, because it travels in every stamp (see ``OwnerStamp``): four
+/// Trivially copyable and fixed-size, because it is stored in every holding record: four
 /// ancestors cover the trees services build (request › handler › group child › grandchild); a deeper
 /// task keeps its nearest four (and is not related to ancestors above them). The ids are the runtime's task ids, which
 /// are never reused, so the record stays true after the tasks are gone.
