@@ -47,7 +47,9 @@ enum TimeoutRace {
             while let next = await group.next() {
                 switch next {
                 case .value(let v): value = v; group.cancelAll()
-                case .failed(let error): failure = error
+                // The wait's own error ends the race at once: the timeout is an upper bound, not a
+                // delay (a pool whose factory fails must not make its caller wait out the timer).
+                case .failed(let error): failure = error; group.cancelAll()
                 case .timerFired: timerFired = true; group.cancelAll()
                 case .timerCancelled: break
                 }

@@ -835,4 +835,16 @@ struct BoundedChannelTests {
             #expect(snapshot.holdings.isEmpty && snapshot.waits.isEmpty)
         }
     }
+
+    /// The timeout is an upper bound: a close ends a timed send at once with `channelClosed`. (The
+    /// timeout is an hour; the test's one-minute limit fails it if the send sits out the timer.)
+    @Test(.timeLimit(.minutes(1))) func sendTimeout_whenTheChannelCloses_throwsAtOnce() async throws {
+        let channel = try BoundedChannel<Int>(name: "shut-timed", capacity: 1, ledger: Ledger())
+        try await channel.send(1)
+        let sender = Task { try await channel.send(2, timeout: .seconds(3600)) }
+        await eventually { channel.waitingSenderCount == 1 }
+        channel.close()
+        await #expect(throws: FuturelockError.channelClosed(channel: "shut-timed")) { try await sender.value }
+    }
+
 }

@@ -717,6 +717,20 @@ struct ConnectionPoolTests {
         again.release()
     }
 
+    /// The timeout is an upper bound: a factory that fails ends the wait with its own error at once.
+    /// (The timeout here is an hour; the test's one-minute limit fails it if the wait sits out the timer.)
+    @Test(.timeLimit(.minutes(1))) func checkoutTimeout_whenTheFactoryFails_throwsItsErrorWithoutWaitingForTheTimer() async throws {
+        let factory = ScriptedFactory(failing: [0])
+        let pool = try factory.pool(capacity: 1, ledger: ledger)
+        await #expect(throws: FactoryError(call: 0)) {
+            try await pool.checkout(timeout: .seconds(3600))
+        }
+        #expect(pool.openCount == 0 && pool.waitingCount == 0)
+        let lease = try await pool.checkout(timeout: .seconds(3600))
+        #expect(lease.connection.id == 1)
+        lease.release()
+    }
+
     @Test(.timeLimit(.minutes(1))) func checkoutTimeout_whenGrantedInTime_isClaimedByCaller() async throws {
         let factory = ScriptedFactory()
         let pool = try factory.pool(capacity: 1, ledger: ledger)
