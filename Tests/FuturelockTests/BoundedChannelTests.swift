@@ -85,7 +85,7 @@ struct BoundedChannelStateMachineTests {
         machine.checkInvariants()
     }
 
-    @Test func close_rejectsSendsAndReservesButDrainsBuffer() {
+    @Test func close_rejectsNewSendsAndReservesButAPermitStillSendsAndTheBufferDrains() {
         var machine = Machine(capacity: 2)
         _ = machine.trySend(1)
         guard case .granted(let slot) = machine.tryReserve(nil) else { Issue.record("expected a slot"); return }
@@ -94,9 +94,12 @@ struct BoundedChannelStateMachineTests {
         #expect(machine.close() == nil, "closing twice does nothing")
         guard case .closed = machine.trySend(2) else { Issue.record("expected closed"); return }
         guard case .closed = machine.tryReserve(nil) else { Issue.record("expected closed"); return }
-        guard case .closed = machine.sendReserved(slot: slot, 3) else { Issue.record("expected closed"); return }
-        #expect(machine.held == 0, "the permit's slot came back")
         guard case .message(1) = machine.tryReceive() else { Issue.record("buffered message must stay"); return }
+        // Drained, but a reservation is outstanding: not finished yet.
+        guard case .empty = machine.tryReceive() else { Issue.record("expected empty while a permit is out"); return }
+        guard case .buffered = machine.sendReserved(slot: slot, 3) else { Issue.record("a reserved slot still sends"); return }
+        #expect(machine.held == 0)
+        guard case .message(3) = machine.tryReceive() else { Issue.record("the permit's message"); return }
         guard case .finished = machine.tryReceive() else { Issue.record("expected finished"); return }
         #expect(machine.available == 2)
         machine.checkInvariants()
@@ -499,6 +502,33 @@ struct BoundedChannelTests {
         checkInvariants(channel)
     }
 
+    /// tokio's rule: after a close, a receiver sees the end only once every permit reserved before it
+    /// has been used, released or dropped.
+    @Test(.timeLimit(.minutes(1))) func close_withOutstandingPermits_receiversWaitForThemBeforeNil() async throws {
+        let channel = try BoundedChannel<Int>(name: "late", capacity: 3, ledger: ledger)
+        let executor = ManualExecutor()
+        let sending = try #require(try channel.tryReserve())
+        let releasing = try #require(try channel.tryReserve())
+        var dropping = try channel.tryReserve()
+        let receivers = (0..<2).map { _ in Task(executorPreference: executor) { try await channel.receive() } }
+        executor.drain()
+        #expect(channel.waitingReceiverCount == 2)
+        channel.close()
+        executor.drain()
+        #expect(channel.waitingReceiverCount == 2, "permits are outstanding: nobody is told the channel ended")
+        try sending.send(7)                        // goes straight to the first receiver
+        executor.drain()
+        #expect(try await receivers[0].value == 7)
+        releasing.release()
+        #expect(channel.waitingReceiverCount == 1, "one permit is still out")
+        dropping = nil                             // the last one, dropped: now the channel is finished
+        _ = dropping
+        executor.drain()
+        #expect(try await receivers[1].value == nil)
+        #expect(try await channel.receive() == nil)
+        checkInvariants(channel)
+    }
+
     @Test(.timeLimit(.minutes(1))) func close_wakesWaitingReceiversWithNil() async throws {
         let channel = try BoundedChannel<Int>(name: "c", capacity: 2, ledger: ledger)
         let executor = ManualExecutor()
@@ -521,8 +551,10 @@ struct BoundedChannelTests {
         await #expect(throws: closed) { _ = try await channel.reserve(timeout: .seconds(1)) }
         #expect(throws: closed) { _ = try channel.trySend(1) }
         #expect(throws: closed) { _ = try channel.tryReserve() }
-        #expect(throws: closed) { try permit.send(1) }
-        #expect(channel.reservedCount == 0 && channel.availableSlots == 2, "the permit's slot came back")
+        // A permit reserved before the close still sends: its slot was guaranteed.
+        try permit.send(1)
+        #expect(channel.reservedCount == 0)
+        #expect(try await channel.receive() == 1)
         #expect(try await channel.receive() == nil)
         #expect(closed.description.contains("closed"))
     }

@@ -12,7 +12,10 @@ extension BoundedChannel {
     ///   always goes to the head sender at once, so a slot can never sit free behind a queue.
     /// - receivers queue only while nothing is buffered (`!receivers.isEmpty ⇒ buffer.isEmpty`): a
     ///   message that arrives while a receiver waits goes to the head receiver instead of the buffer.
-    /// - once closed, nobody queues at all.
+    /// - once closed, no sender queues; receivers queue only while reservations are outstanding
+    ///   (`closed && !receivers.isEmpty ⇒ held > 0`): a `SendPermit` reserved before the close can
+    ///   still send, so the channel is finished only when the buffer is drained *and* every
+    ///   reservation has been used or given back (tokio's rule).
     ///
     /// Every transition of a send, a reserve or a receive — fast path, queueing and hand-off — is
     /// `@inlinable`, so a client module specialises it for its element type and no generic metadata
@@ -54,6 +57,9 @@ extension BoundedChannel {
             case reserveGranted(ReserveContinuation, Int32, OwnerStamp?)
             /// A queued `receive` was handed a message.
             case received(ReceiveContinuation, Element, OwnerStamp?)
+            /// A queued `receive` on a closed channel whose last reservation was just used or given
+            /// back: there will be no more messages; resume it with `nil`.
+            case finished(ReceiveContinuation, OwnerStamp?)
         }
 
         /// The waiters one event woke. Usually zero or one, so the first is stored inline and only
@@ -100,7 +106,7 @@ extension BoundedChannel {
         }
 
         /// Slots reserved by outstanding send permits.
-        var held: Int { holdings.count + untrackedHeld }
+        @usableFromInline var held: Int { holdings.count + untrackedHeld }
 
         /// Debug-only check of the invariants listed on the type.
         func checkInvariants() {
@@ -108,7 +114,9 @@ extension BoundedChannel {
                    "BUG DETECTED: channel slots do not add up (\(available) free + \(buffer.count) buffered + \(held) reserved ≠ \(capacity))")
             assert(senders.isEmpty || available == 0, "BUG DETECTED: a sender queues while a slot is free")
             assert(receivers.isEmpty || buffer.isEmpty, "BUG DETECTED: a receiver queues while a message is buffered")
-            assert(!closed || (senders.isEmpty && receivers.isEmpty), "BUG DETECTED: a waiter queues on a closed channel")
+            assert(!closed || senders.isEmpty, "BUG DETECTED: a sender queues on a closed channel")
+            assert(!closed || receivers.isEmpty || held > 0,
+                   "BUG DETECTED: a receiver queues on a closed channel with no reservation outstanding")
         }
 
         // MARK: - Sending
@@ -239,22 +247,22 @@ extension BoundedChannel {
             case buffered
             /// A receiver was waiting: the message goes to it, and the slot, now free, was handed on.
             case delivered(ReceiverWaiter, Element, Wakeups)
-            /// The channel is closed: the message was not taken; the slot was returned.
-            case closed(Wakeups)
         }
 
-        /// Sends on a reserved slot. Never waits: the slot is already the sender's.
+        /// Sends on a reserved slot. Never waits: the slot is already the sender's — also after the
+        /// channel was closed, which only stops *new* sends and reservations.
         @inlinable
         mutating func sendReserved(slot: Int32, _ value: Element, by sender: TaskID = .none) -> ReservedSendAction {
             if sender != .none { holdings.noteRelease(slot, by: sender) }
             removeReservation(slot)
-            if closed { return .closed(slotFreed()) }
             if receivers.isEmpty {
                 buffer.append(value)
                 return .buffered
             }
             let receiver = receivers.popFirstPayload()
-            return .delivered(receiver, value, slotFreed())
+            var wakeups = slotFreed()
+            finishIfDrained(&wakeups)
+            return .delivered(receiver, value, wakeups)
         }
 
         /// Gives a reserved slot back unused (explicit release, dropped permit, cancelled reserver).
@@ -262,7 +270,19 @@ extension BoundedChannel {
         mutating func releaseReserved(slot: Int32, by releaser: TaskID = .none) -> Wakeups {
             if releaser != .none { holdings.noteRelease(slot, by: releaser) }
             removeReservation(slot)
-            return slotFreed()
+            var wakeups = slotFreed()
+            finishIfDrained(&wakeups)
+            return wakeups
+        }
+
+        /// On a closed channel, once nothing is buffered or reserved, nothing can arrive any more:
+        /// every queued receiver gets `nil`.
+        @inlinable
+        mutating func finishIfDrained(_ wakeups: inout Wakeups) {
+            guard closed, held == 0, buffer.isEmpty else { return }
+            while let receiver = receivers.popFirstIfAny() {
+                wakeups.append(.finished(receiver.continuation, receiver.stamp))
+            }
         }
 
         /// Records the address of the `SendPermit` object of `slot`.
@@ -300,7 +320,8 @@ extension BoundedChannel {
                 }
                 return .messageHandingOff(value, slotFreed())
             }
-            return closed ? .finished : .empty
+            // Closed and drained: finished once no reservation could still send.
+            return closed && held == 0 ? .finished : .empty
         }
 
         @usableFromInline
@@ -362,7 +383,9 @@ extension BoundedChannel {
         struct CloseAction {
             /// Queued senders and reservers: fail them with `channelClosed` (their messages were never taken).
             var senders: [SenderWaiter]
-            /// Queued receivers: the buffer is empty and nothing can arrive any more; resume them with nil.
+            /// Queued receivers, when no reservation is outstanding: the buffer is empty and nothing can
+            /// arrive any more; resume them with nil. (With reservations outstanding they keep waiting:
+            /// a permit can still send.)
             var receivers: [ReceiverWaiter]
         }
 
@@ -370,7 +393,7 @@ extension BoundedChannel {
         mutating func close() -> CloseAction? {
             guard !closed else { return nil }
             closed = true
-            return CloseAction(senders: senders.removeAll(), receivers: receivers.removeAll())
+            return CloseAction(senders: senders.removeAll(), receivers: held == 0 ? receivers.removeAll() : [])
         }
 
         // MARK: - Cancelling

@@ -168,6 +168,9 @@ extension BoundedChannel {
         case .received(let continuation, let value, let stamp):
             record(.receive, stamp)
             continuation.resume(returning: value)
+        case .finished(let continuation, let stamp):
+            record(.waitEnd, stamp)
+            continuation.resume(returning: nil)
         }
     }
 

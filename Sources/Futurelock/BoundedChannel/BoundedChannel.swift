@@ -371,11 +371,13 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
 
     // MARK: - Closing
 
-    /// Closes the channel: no more messages are accepted. Calling it again does nothing.
+    /// Closes the channel: no new message or reservation is accepted. Calling it again does nothing.
     ///
     /// Queued senders and reservers throw ``FuturelockError/channelClosed(channel:)`` and their
-    /// messages are not sent; sends on outstanding permits throw the same. Buffered messages can
-    /// still be received; receivers get `nil` once they are drained.
+    /// messages are not sent. A ``SendPermit`` reserved before the close can still send: its slot
+    /// was guaranteed. Buffered messages can still be received, and receivers get `nil` only once
+    /// the buffer is drained *and* every outstanding permit has been used or given back (dropped
+    /// included) — as tokio's `Receiver::close` does.
     public func close(fileID: StaticString = #fileID, line: UInt = #line, function: StaticString = #function) {
         guard let action = state.withLock({ $0.close() }) else { return }
         if recordsHistory { recordEvent(.close, fileID: fileID, line: line, function: function) }

@@ -28,12 +28,12 @@ public final class SendPermit<Element: Sendable>: Sendable {
     /// Whether the permit has been used (sent on or released).
     public var isUsed: Bool { used.load(ordering: .acquiring) }
 
-    /// Sends a message into the reserved slot. Never waits.
+    /// Sends a message into the reserved slot. Never waits, and never fails for a closed channel:
+    /// closing stops new sends and reservations, while a slot reserved before the close still
+    /// delivers its message (receivers drain it before they see the end of the channel).
     ///
-    /// - Throws: ``FuturelockError/channelClosed(channel:)`` if the channel was closed since the
-    ///   reservation (the message was not sent; the slot is returned), or
-    ///   ``FuturelockError/alreadyReleased(resource:)`` if the permit was already used (the message
-    ///   was not sent; the misuse is reported to the ledger).
+    /// - Throws: ``FuturelockError/alreadyReleased(resource:)`` if the permit was already used (the
+    ///   message was not sent; the misuse is reported to the ledger).
     @inlinable
     public func send(_ value: Element, fileID: StaticString = #fileID, line: UInt = #line,
                      function: StaticString = #function) throws(FuturelockError) {
@@ -41,7 +41,7 @@ public final class SendPermit<Element: Sendable>: Sendable {
             channel.reportDoubleUse(fileID: fileID, line: line, function: function)
             throw .alreadyReleased(resource: channel.name)
         }
-        try channel.sendReserved(slot: slot, value, fileID: fileID, line: line, function: function)
+        channel.sendReserved(slot: slot, value, fileID: fileID, line: line, function: function)
     }
 
     /// Gives the slot back unused: to the first queued sender if anyone waits, otherwise it becomes free.
@@ -90,7 +90,7 @@ public final class SendPermit<Element: Sendable>: Sendable {
 extension BoundedChannel {
     @inlinable
     func sendReserved(slot: Int32, _ value: Element, fileID: StaticString, line: UInt,
-                      function: StaticString) throws(FuturelockError) {
+                      function: StaticString) {
         if carriesHoldings { noteSending(value, fileID: fileID, line: line, function: function) }
         // A sender other than the reserver marks the reserving site as one that hands slots on.
         let sender = slot >= 0 ? ledger.context.task : .none
@@ -100,10 +100,6 @@ extension BoundedChannel {
         case .delivered(let receiver, let value, let wakeups):
             deliver(value, to: receiver)
             resume(wakeups)
-        case .closed(let wakeups):
-            resume(wakeups)
-            if carriesHoldings { noteClaimed(value, fileID: fileID, line: line, function: function) }
-            throw .channelClosed(channel: name)
         }
         if recordsHistory { recordEvent(.send, fileID: fileID, line: line, function: function) }
     }
