@@ -879,4 +879,29 @@ struct BoundedChannelTests {
         await #expect(throws: FuturelockError.channelClosed(channel: "shut-timed")) { try await sender.value }
     }
 
+
+    // MARK: Sender handles
+
+    /// tokio's rule: the consumer loop ends by itself once every producer's handle is gone.
+    @Test(.timeLimit(.minutes(1))) func senders_whenTheLastHandleIsDropped_theConsumerLoopEnds() async throws {
+        let channel = try BoundedChannel<Int>(name: "producers", capacity: 2, ledger: ledger)
+        var first: BoundedChannel<Int>.Sender? = channel.makeSender()
+        var second: BoundedChannel<Int>.Sender? = first!.makeSender()
+        #expect(channel.senderCount == 2)
+        let consumer = Task {
+            var received: [Int] = []
+            for try await value in channel { received.append(value) }
+            return received
+        }
+        try await first!.send(1)
+        first = nil
+        #expect(!channel.isClosed, "one producer is left")
+        let permit = try await second!.reserve()
+        second = nil                                   // the last handle: the channel closes
+        #expect(channel.isClosed && channel.senderCount == 0)
+        await #expect(throws: FuturelockError.channelClosed(channel: "producers")) { try await channel.send(9) }
+        try permit.send(2)                             // reserved before the close: still delivered
+        #expect(try await consumer.value == [1, 2])
+    }
+
 }

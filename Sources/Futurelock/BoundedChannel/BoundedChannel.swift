@@ -91,6 +91,8 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
     @usableFromInline let carriesHoldings: Bool
     let history: EventHistory?
     @usableFromInline let waiterSerial = Atomic<UInt64>(0)
+    /// Producer handles alive (``Sender``): the last one closes the channel.
+    let senders = Atomic<Int>(0)
 
     /// Creates a channel.
     ///
