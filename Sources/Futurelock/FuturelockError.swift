@@ -12,6 +12,8 @@ public enum FuturelockError: Error, Sendable, Hashable, CustomStringConvertible 
     case channelClosed(channel: String)
     /// The pool was shut down: no more checkouts.
     case poolShutdown(pool: String)
+    /// The semaphore was closed: no more permits are granted.
+    case semaphoreClosed(semaphore: String)
     /// The permit/slot/lease was already released (the second release is ignored).
     case alreadyReleased(resource: String)
 
@@ -27,6 +29,8 @@ public enum FuturelockError: Error, Sendable, Hashable, CustomStringConvertible 
             return "channel '\(channel)' is closed; the message was not sent (it is still yours). Stop sending, or create a new channel."
         case .poolShutdown(let pool):
             return "pool '\(pool)' has been shut down; no connection was checked out."
+        case .semaphoreClosed(let semaphore):
+            return "semaphore '\(semaphore)' is closed; no permit was acquired. Permits held before the close can still be released."
         case .alreadyReleased(let resource):
             return "'\(resource)': already released; this release was ignored and reported to the ledger."
         }

@@ -271,5 +271,31 @@ struct SemaphoreTests {
         #expect(snapshot.holdings.isEmpty && snapshot.waits.isEmpty)
         #expect(ledger.problems.isEmpty)
     }
+
+    // MARK: Closing
+
+    @Test(.timeLimit(.minutes(1))) func close_failsWaitersAndLaterAcquires_heldPermitsStillRelease() async throws {
+        let semaphore = try Semaphore(name: "gate", permits: 1, ledger: ledger)
+        let closed = FuturelockError.semaphoreClosed(semaphore: "gate")
+        let held = try await semaphore.acquire()
+        let executor = ManualExecutor()
+        let waiter = Task(executorPreference: executor) { try await semaphore.acquire() }
+        executor.drain()
+        #expect(semaphore.waitingCount == 1)
+        semaphore.close()
+        semaphore.close()                                          // harmless
+        executor.drain()
+        await #expect(throws: closed) { try await waiter.value }
+        #expect(semaphore.isClosed && semaphore.waitingCount == 0)
+        held.release()                                             // a permit held before still releases
+        #expect(semaphore.availablePermits == 1)
+        #expect(semaphore.tryAcquire() == nil, "closed: nothing is granted, even with a permit free")
+        await #expect(throws: closed) { _ = try await semaphore.acquire() }
+        await #expect(throws: closed) { _ = try await semaphore.acquire(timeout: .seconds(3600)) }
+        await #expect(throws: closed) { try await semaphore.withPermit {} }
+        #expect(closed.description.contains("closed"))
+        #expect(ledger.snapshot().resources.first { $0.name == "gate" }?.closed == true)
+    }
+
 }
 

@@ -18,6 +18,8 @@ extension Semaphore {
         private(set) var holdings: HoldingTable
         /// Outstanding permits when the ledger is off (the table counts them when it is on).
         private(set) var untrackedHeld = 0
+        /// Closed: no permit is granted any more (held ones can still be released).
+        private(set) var closed = false
 
         /// `runtimeParentOffset`: how holdings read their tasks' ancestry (the ledger's runtime layout;
         /// 0 when it does not read the runtime).
@@ -43,9 +45,10 @@ extension Semaphore {
 
         // MARK: acquire
 
-        /// Fast path: a permit if one is free and nobody queues (no barging past waiters).
+        /// Fast path: a permit if one is free, nobody queues (no barging past waiters) and the
+        /// semaphore is open.
         mutating func tryAcquire(_ stamp: consuming OwnerStamp?) -> Int32? {
-            guard available > 0, waiters.isEmpty else { return nil }
+            guard available > 0, waiters.isEmpty, !closed else { return nil }
             available -= 1
             return grant(stamp)
         }
@@ -55,12 +58,15 @@ extension Semaphore {
             case resumeGranted(Continuation, Int32)
             /// The task was cancelled before it could queue.
             case resumeCancelled(Continuation)
+            /// The semaphore is closed.
+            case resumeClosed(Continuation)
             /// Queued; the continuation will be resumed by a release, a cancel or nothing else.
             case suspended
         }
 
         mutating func enqueue(id: UInt64, _ continuation: Continuation, stamp: OwnerStamp?,
                               isCancelled: Bool) -> EnqueueAction {
+            if closed { return .resumeClosed(continuation) }
             if isCancelled { return .resumeCancelled(continuation) }
             if let slot = tryAcquire(stamp) { return .resumeGranted(continuation, slot) }
             waiters.append(id, Waiter(continuation: continuation, stamp: stamp))
@@ -106,6 +112,15 @@ extension Semaphore {
         /// Records that the current task owns the permit now.
         mutating func transfer(slot: Int32, to task: TaskID, node: ScopeNode?) -> TaskID? {
             holdings.transfer(slot, to: task, node: node)
+        }
+
+        // MARK: close
+
+        /// Closes the semaphore; returns the waiters to fail, or `nil` if it was closed already.
+        mutating func close() -> [Continuation]? {
+            guard !closed else { return nil }
+            closed = true
+            return waiters.removeAll().map(\.continuation)
         }
 
         // MARK: cancel

@@ -62,6 +62,18 @@ public final class Semaphore: Sendable, HoldingTransferring {
 
     deinit { ledger.unregister(id) }
 
+    /// Whether ``close(fileID:line:function:)`` has been called.
+    public var isClosed: Bool { state.withLock { $0.closed } }
+
+    /// Closes the semaphore: every queued `acquire` throws ``FuturelockError/semaphoreClosed(semaphore:)``,
+    /// and so does every later one; `tryAcquire` returns `nil`. Permits held at that moment stay valid
+    /// and can be released as usual. Calling it again does nothing. (tokio's `Semaphore::close`.)
+    public func close(fileID: StaticString = #fileID, line: UInt = #line, function: StaticString = #function) {
+        guard let waiters = state.withLock({ $0.close() }) else { return }
+        record(.close, ledger.stamp(fileID: fileID, line: line, function: function))
+        for waiter in waiters { waiter.resume(throwing: FuturelockError.semaphoreClosed(semaphore: name)) }
+    }
+
     /// Permits free right now (a hint: it may change before you act on it).
     public var availablePermits: Int { state.withLock { $0.available } }
 
@@ -123,6 +135,8 @@ public final class Semaphore: Sendable, HoldingTransferring {
                     case .suspended: break
                     case .resumeGranted(let continuation, let slot): continuation.resume(returning: slot)
                     case .resumeCancelled(let continuation): continuation.resume(throwing: CancellationError())
+                    case .resumeClosed(let continuation):
+                        continuation.resume(throwing: FuturelockError.semaphoreClosed(semaphore: name))
                     }
                 }
             } onCancel: {
@@ -131,7 +145,7 @@ public final class Semaphore: Sendable, HoldingTransferring {
                 }
             }
         } catch {
-            record(.cancelled, stamp)
+            record(error is CancellationError ? .cancelled : .waitEnd, stamp)
             throw error
         }
         let permit = Permit(semaphore: self, slot: slot)
@@ -256,7 +270,7 @@ extension Semaphore: LedgerTracked {
         state.withLock { machine in
             builder.add(ResourceRecord(
                 id: id, kind: .semaphore, name: name, capacity: capacity, available: machine.available,
-                held: machine.held, waiting: machine.waiters.count))
+                held: machine.held, waiting: machine.waiters.count, closed: machine.closed))
             machine.holdings.forEach { entry in
                 builder.addHolding(entry, resource: id, kind: .permit,
                                    handsOff: machine.holdings.handsOff(entry.stamp.site))
