@@ -38,9 +38,7 @@ enum RuntimeFrameScanner {
     static let bytesScannedPerSnapshot = 4 * 1024 * 1024
 
     private static func exported(_ name: String) -> UInt? {
-        let process = dlopen(nil, RTLD_NOW)
-        defer { if let process { dlclose(process) } }
-        guard let symbol = dlsym(process, name) else { return nil }
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), name) else { return nil }
         let value = UInt(bitPattern: symbol.load(as: UnsafeRawPointer?.self))
         return value == 0 ? nil : value
     }

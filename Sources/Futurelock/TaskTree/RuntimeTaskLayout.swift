@@ -99,8 +99,8 @@ struct RuntimeTaskLayout: Sendable {
         guard MemoryLayout<UnsafeRawPointer>.size == 8 else {
             return (0, .unavailable(reason: "only 64-bit runtimes are supported"))
         }
-        let process = dlopen(nil, RTLD_NOW)
-        defer { if let process { dlclose(process) } }
+        // Looked up as the rest of the ledger looks up runtime entry points (the default scope).
+        let process = UnsafeMutableRawPointer(bitPattern: 0)
         guard let sizeSymbol = dlsym(process, "_swift_concurrency_debug_asyncTaskSize") else {
             return (0, .unavailable(reason: "the concurrency runtime does not export _swift_concurrency_debug_asyncTaskSize"))
         }
