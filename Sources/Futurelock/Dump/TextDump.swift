@@ -133,6 +133,7 @@ struct TreeRenderer {
         }
         for wait in waitsByNode[id] ?? [] {
             hasher.combine(1); hasher.combine(wait.resource); hasher.combine(wait.site); hasher.combine(wait.kind)
+            hasher.combine(wait.units)
         }
         let childSignatures = (children[id] ?? []).map { signature($0, memo: &memo) }.sorted()
         hasher.combine(childSignatures)
@@ -199,13 +200,15 @@ struct TreeRenderer {
             let moved = holding.acquiredBy.map { " (acquired by task \($0.rawValue))" } ?? ""
             let parked = holding.parked.map { " — parked in the unconsumed result of task \($0.child.rawValue)" } ?? ""
             let pinned = holding.isPinned ? " (scoped)" : ""
-            lines.append("holds \(Detector.unitName(holding.kind))\(pinned) of \(resource.label) from \(holding.site)\(moved)\(parked) [\(Detector.format3(elapsed))s]")
+            let units = holding.units.map { " ×\($0)" } ?? ""
+            lines.append("holds \(Detector.unitName(holding.kind))\(units)\(pinned) of \(resource.label) from \(holding.site)\(moved)\(parked) [\(Detector.format3(elapsed))s]")
         }
         for wait in waitsByNode[id] ?? [] {
             let resource = index.resourceLabel(wait.resource)
             let elapsed = age(wait.since)
             let flag = elapsed >= threshold ? " !!!" : ""
-            lines.append("waits to \(wait.kind.rawValue) \(resource.label) at \(wait.site), position \(wait.position) [\(Detector.format3(elapsed))s]\(flag)")
+            let units = wait.units.map { " \($0) permits of" } ?? ""
+            lines.append("waits to \(wait.kind.rawValue)\(units) \(resource.label) at \(wait.site), position \(wait.position) [\(Detector.format3(elapsed))s]\(flag)")
         }
         let kids = collapse(children[id] ?? [], memo: &memo)
         let total = lines.count + kids.count

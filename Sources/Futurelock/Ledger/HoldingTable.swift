@@ -26,15 +26,19 @@ struct HoldingTable {
         /// what the watchdog looks for in parked results. The object cannot be freed while the entry
         /// is live and the primitive's lock is held, because its deinitialiser needs that lock.
         @usableFromInline var object: UInt
+        /// How many units the holding is (several permits acquired at once; 1 otherwise).
+        @usableFromInline var units: Int
 
         @inlinable
-        init(stamp: OwnerStamp, acquiredBy: TaskID, serial: UInt64, ancestry: TaskAncestry, holderAddress: UInt) {
+        init(stamp: OwnerStamp, acquiredBy: TaskID, serial: UInt64, ancestry: TaskAncestry, holderAddress: UInt,
+             units: Int = 1) {
             self.stamp = stamp
             self.acquiredBy = acquiredBy
             self.serial = serial
             self.ancestry = ancestry
             self.holderAddress = holderAddress
             self.object = 0
+            self.units = units
         }
 
         /// Whether the slot holds a live record.
@@ -114,7 +118,7 @@ struct HoldingTable {
     /// continuation's task). Either way that task and its ancestors are alive, so its ancestry is read
     /// now.
     @inlinable @inline(__always)
-    mutating func insert(_ stamp: OwnerStamp, taskAddress: UInt, checked: Bool = false) -> Int32 {
+    mutating func insert(_ stamp: OwnerStamp, taskAddress: UInt, checked: Bool = false, units: Int = 1) -> Int32 {
         serial &+= 1
         let slot: Int32
         if storage.freeCount > 0 {
@@ -131,7 +135,7 @@ struct HoldingTable {
         (storage.entries + Int(slot)).initialize(
             to: Entry(stamp: stamp, acquiredBy: stamp.task, serial: serial,
                       ancestry: RuntimeTaskLayout.ancestry(ofTaskAt: address, parentOffset: storage.parentOffset),
-                      holderAddress: storage.parentOffset == 0 ? 0 : address))
+                      holderAddress: storage.parentOffset == 0 ? 0 : address, units: units))
         return slot
     }
 

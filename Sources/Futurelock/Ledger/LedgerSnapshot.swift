@@ -37,13 +37,19 @@ public struct ResourceRecord: Sendable, Hashable, Codable {
     public var buffered: Int
     /// Closed channel or shut-down pool.
     public var closed: Bool
+    /// Units the head waiter asks for, when more than 1 (a semaphore's `acquire(permits:)`): the
+    /// resource blocks its queue while fewer than that are free. `nil` means 1.
+    public var headRequest: Int?
 
     public init(id: ResourceID, kind: ResourceKind, name: String, capacity: Int, available: Int,
-                held: Int, waiting: Int, buffered: Int = 0, closed: Bool = false) {
+                held: Int, waiting: Int, buffered: Int = 0, closed: Bool = false, headRequest: Int? = nil) {
         self.id = id; self.kind = kind; self.name = name; self.capacity = capacity
         self.available = available; self.held = held; self.waiting = waiting
-        self.buffered = buffered; self.closed = closed
+        self.buffered = buffered; self.closed = closed; self.headRequest = headRequest
     }
+
+    /// Whether what is free cannot serve the head waiter: nothing free, or less than its request.
+    public var blocksHead: Bool { available < max(headRequest ?? 1, 1) }
 }
 
 /// What a holding is.
@@ -86,16 +92,22 @@ public struct HoldingRecord: Sendable, Hashable, Codable {
     /// A waiting task whose suspended frames refer to the holder's task object — most likely the
     /// `Task` handle it means to await (evidence, not proof: frames keep stale words).
     public var handle: HandleEvidence?
+    /// Permits the holding stands for, when more than 1 (`acquire(permits:)`); `nil` means 1.
+    public var units: Int?
 
     public init(id: UInt64, resource: ResourceID, kind: HoldingKind, holder: NodeID, holderTask: TaskID,
                 site: CallSite, since: MonotonicInstant, acquiredBy: TaskID? = nil, backtrace: [UInt]? = nil,
-                pinned: Bool = false, parked: ParkedResult? = nil, siteHandsOff: Bool = false) {
+                pinned: Bool = false, parked: ParkedResult? = nil, siteHandsOff: Bool = false, units: Int = 1) {
         self.id = id; self.resource = resource; self.kind = kind; self.holder = holder
         self.holderTask = holderTask; self.site = site; self.since = since
         self.acquiredBy = acquiredBy; self.backtrace = backtrace
         self.pinned = pinned ? true : nil; self.parked = parked
         self.siteHandsOff = siteHandsOff ? true : nil
+        self.units = units > 1 ? units : nil
     }
+
+    /// How many units the holding is.
+    public var unitCount: Int { units ?? 1 }
 
     /// Whether only the end of the scoped call that acquired it can release it.
     public var isPinned: Bool { pinned ?? false }
@@ -150,11 +162,14 @@ public struct WaitRecord: Sendable, Hashable, Codable {
     public var since: MonotonicInstant
     /// 0 for the head of the queue.
     public var position: Int
+    /// Permits asked for, when more than 1 (`acquire(permits:)`); `nil` means 1.
+    public var units: Int?
 
     public init(resource: ResourceID, kind: WaitKind, waiter: NodeID, waiterTask: TaskID, site: CallSite,
-                since: MonotonicInstant, position: Int) {
+                since: MonotonicInstant, position: Int, units: Int = 1) {
         self.resource = resource; self.kind = kind; self.waiter = waiter; self.waiterTask = waiterTask
         self.site = site; self.since = since; self.position = position
+        self.units = units > 1 ? units : nil
     }
 }
 
@@ -245,6 +260,8 @@ public struct LedgerProblem: Sendable, Hashable, Codable {
 public struct LedgerEvent: Sendable, Hashable, Codable {
     public enum Kind: String, Sendable, Codable {
         case grant, release, handoff, waitStart, waitEnd, transfer, send, receive, close, cancelled
+        /// Permits added to a semaphore, or removed from it for good (`forgetPermits`, `Permit.forget`).
+        case permitsAdded, permitsForgotten
     }
     /// Orders events across resources.
     public var sequence: UInt64

@@ -74,7 +74,7 @@ struct SnapshotBuilder {
         holderAncestors.removeAll(keepingCapacity: true)
         frameScanCandidates.removeAll(keepingCapacity: true)
         holdingObjects.removeAll(keepingCapacity: true)
-        currentIsSaturated = resource.available == 0 && resource.buffered == 0
+        currentIsSaturated = resource.blocksHead && resource.buffered == 0
     }
 
     /// Records a live holding. Call it under the resource's lock, before its waiters.
@@ -92,21 +92,22 @@ struct SnapshotBuilder {
             id: entry.serial, resource: resource, kind: kind, holder: node(for: stamp, ancestry),
             holderTask: stamp.task, site: callSite(stamp.site), since: stamp.time,
             acquiredBy: entry.acquiredBy == stamp.task ? nil : entry.acquiredBy,
-            backtrace: stamp.backtrace?.addresses, pinned: stamp.isPinned, siteHandsOff: handsOff))
+            backtrace: stamp.backtrace?.addresses, pinned: stamp.isPinned, siteHandsOff: handsOff,
+            units: entry.units))
     }
 
     /// Records a waiter, whose task object is at `taskAddress` (its continuation's task). Call it
     /// under the resource's lock, after its holdings: a waiter that is an ancestor of one of them has
     /// its children inspected here.
     mutating func addWait(resource: ResourceID, kind: WaitKind, stamp: OwnerStamp, taskAddress: UInt,
-                          position: Int) {
+                          position: Int, units: Int = 1) {
         // A queued waiter is alive and not completed, so its ancestry can be read now — once the task
         // its continuation points at shows the waiter's id.
         let address = layout.parentOffset == 0 ? 0 : HoldingTable.verified(taskAddress, is: stamp.task)
         let ancestry = layout.ancestry(ofTaskAt: address)
         waits.append(WaitRecord(
             resource: resource, kind: kind, waiter: node(for: stamp, ancestry), waiterTask: stamp.task,
-            site: callSite(stamp.site), since: stamp.time, position: position))
+            site: callSite(stamp.site), since: stamp.time, position: position, units: units))
         if address != 0, tasks[stamp.task]?.state == nil {
             tasks[stamp.task, default: TaskFacts()].state = .suspended
         }

@@ -11,11 +11,15 @@ public final class Permit: Sendable {
     /// The semaphore the permit belongs to.
     public let semaphore: Semaphore
     let slot: Int32
+    /// How many of the semaphore's permits this object stands for (more than 1 when acquired with
+    /// `acquire(permits:)`); they are released together.
+    public let count: Int
     private let released = Atomic<Bool>(false)
 
-    init(semaphore: Semaphore, slot: Int32) {
+    init(semaphore: Semaphore, slot: Int32, count: Int = 1) {
         self.semaphore = semaphore
         self.slot = slot
+        self.count = count
     }
 
     /// Whether the permit has been released.
@@ -30,7 +34,7 @@ public final class Permit: Sendable {
             semaphore.reportDoubleRelease(slot: slot, fileID: fileID, line: line, function: function)
             return
         }
-        semaphore.release(slot: slot, fileID: fileID, line: line, function: function)
+        semaphore.release(slot: slot, count: count, fileID: fileID, line: line, function: function)
     }
 
     /// Like ``release(fileID:line:function:)``, but a second release throws
@@ -41,7 +45,22 @@ public final class Permit: Sendable {
             semaphore.reportDoubleRelease(slot: slot, fileID: fileID, line: line, function: function)
             throw .alreadyReleased(resource: semaphore.name)
         }
-        semaphore.release(slot: slot, fileID: fileID, line: line, function: function)
+        semaphore.release(slot: slot, count: count, fileID: fileID, line: line, function: function)
+    }
+
+    /// Removes this permit's ``count`` permits from the semaphore for good instead of giving them
+    /// back: its capacity shrinks by that much (tokio's `SemaphorePermit::forget`). Use it when the
+    /// thing the permits stood for is gone. Queued requests for more permits than are left fail with
+    /// ``FuturelockError/permitRequestExceedsCapacity(semaphore:requested:capacity:)``.
+    ///
+    /// Forgetting a permit that was already released or forgotten is ignored and reported to the ledger
+    /// as a double release.
+    public func forget(fileID: StaticString = #fileID, line: UInt = #line, function: StaticString = #function) {
+        if released.exchange(true, ordering: .acquiringAndReleasing) {
+            semaphore.reportDoubleRelease(slot: slot, fileID: fileID, line: line, function: function)
+            return
+        }
+        semaphore.forget(slot: slot, count: count, fileID: fileID, line: line, function: function)
     }
 
     /// Records that the calling task now owns this permit (after it was passed from another task).
@@ -61,7 +80,7 @@ public final class Permit: Sendable {
 
     deinit {
         if !released.load(ordering: .acquiring) {
-            semaphore.releaseDropped(slot: slot)
+            semaphore.releaseDropped(slot: slot, count: count)
         }
     }
 }

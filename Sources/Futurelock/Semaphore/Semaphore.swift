@@ -31,8 +31,13 @@ import Synchronization
 public final class Semaphore: Sendable, HoldingTransferring {
     /// The name used in dumps and errors.
     public let name: String
-    /// The number of permits.
-    public let capacity: Int
+    /// The number of permits in all, free and held. It starts at `permits:` and changes only through
+    /// ``addPermits(_:fileID:line:function:)``, ``forgetPermits(_:fileID:line:function:)`` and
+    /// ``Permit/forget(fileID:line:function:)``.
+    public var capacity: Int { state.withLock { $0.capacity } }
+
+    /// The most permits a semaphore can have in all (as tokio's, far more than any real use).
+    public static let maxPermits = Int.max >> 3
     /// The ledger that records this semaphore's holdings and waiters.
     public let ledger: Ledger
     /// This semaphore's id in the ledger.
@@ -48,11 +53,11 @@ public final class Semaphore: Sendable, HoldingTransferring {
     ///   - name: A name a person recognises in a dump, e.g. `"db-connections"`.
     ///   - permits: How many permits exist; at least 1.
     ///   - ledger: Where holdings and waits are recorded (defaults to the process-wide ledger).
-    /// - Throws: ``FuturelockError/invalidCapacity(resource:value:)`` when `permits < 1`.
+    /// - Throws: ``FuturelockError/invalidCapacity(resource:value:)`` when `permits < 1` or above
+    ///   ``maxPermits``.
     public init(name: String, permits: Int, ledger: Ledger = .shared) throws(FuturelockError) {
-        guard permits >= 1 else { throw .invalidCapacity(resource: name, value: permits) }
+        guard permits >= 1, permits <= Self.maxPermits else { throw .invalidCapacity(resource: name, value: permits) }
         self.name = name
-        self.capacity = permits
         self.ledger = ledger
         self.state = Mutex(StateMachine(capacity: permits, runtimeParentOffset: ledger.runtime.parentOffset))
         self.id = ledger.nextResourceID()
@@ -93,33 +98,49 @@ public final class Semaphore: Sendable, HoldingTransferring {
         try await acquire(stamped: ledger.stamp(fileID: fileID, line: line, function: function))
     }
 
+    /// Waits for `permits` permits at once, first come, first served: while this request waits at the
+    /// head of the queue, nobody behind it is served, so a large request is never starved by a stream
+    /// of small ones (tokio's `acquire_many`). The returned ``Permit`` stands for all of them
+    /// (``Permit/count``) and releases them together.
+    ///
+    /// - Throws: ``FuturelockError/invalidPermitCount(semaphore:value:)`` when `permits < 1`;
+    ///   ``FuturelockError/permitRequestExceedsCapacity(semaphore:requested:capacity:)`` when the
+    ///   semaphore has fewer permits in all (also if permits are forgotten while it waits);
+    ///   ``FuturelockError/semaphoreClosed(semaphore:)``; `CancellationError`.
+    nonisolated(nonsending)
+    public func acquire(permits: Int, fileID: StaticString = #fileID, line: UInt = #line,
+                        function: StaticString = #function) async throws -> Permit {
+        guard permits >= 1 else { throw FuturelockError.invalidPermitCount(semaphore: name, value: permits) }
+        return try await acquire(stamped: ledger.stamp(fileID: fileID, line: line, function: function), count: permits)
+    }
+
     @inline(__always)
     nonisolated(nonsending)
-    private func acquire(stamped stamp: OwnerStamp?) async throws -> Permit {
-        if let permit = grantNow(stamp) {
+    private func acquire(stamped stamp: OwnerStamp?, count: Int = 1) async throws -> Permit {
+        if let permit = grantNow(stamp, count: count) {
             record(.grant, stamp)
             return permit
         }
-        return try await acquireSlow(stamp)
+        return try await acquireSlow(stamp, count: count)
     }
 
     /// The fast path: a permit if one is free and nobody waits. With the ledger on, the `Permit` is
     /// made under the lock, so its record knows the object's address without locking again.
     @inline(__always)
-    private func grantNow(_ stamp: OwnerStamp?) -> Permit? {
+    private func grantNow(_ stamp: OwnerStamp?, count: Int = 1) -> Permit? {
         guard stamp != nil else {
-            return state.withLock({ $0.tryAcquire(nil) }).map { Permit(semaphore: self, slot: $0) }
+            return state.withLock({ $0.tryAcquire(nil, count: count) }).map { Permit(semaphore: self, slot: $0, count: count) }
         }
         return state.withLock { machine -> Permit? in
-            guard let slot = machine.tryAcquire(stamp) else { return nil }
-            let permit = Permit(semaphore: self, slot: slot)
+            guard let slot = machine.tryAcquire(stamp, count: count) else { return nil }
+            let permit = Permit(semaphore: self, slot: slot, count: count)
             machine.noteObject(objectAddress(permit), slot: slot)
             return permit
         }
     }
 
     nonisolated(nonsending)
-    private func acquireSlow(_ stamp: OwnerStamp?) async throws -> Permit {
+    private func acquireSlow(_ stamp: OwnerStamp?, count: Int) async throws -> Permit {
         // Taken before locking, as the channel does, so ids reach the queue in (nearly) increasing
         // order: the queue keeps waiters in id order and finds a cancelled one by binary search.
         let waiterID = waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
@@ -129,7 +150,7 @@ public final class Semaphore: Sendable, HoldingTransferring {
             slot = try await withTaskCancellationHandler {
                 try await withUnsafeThrowingContinuation { (continuation: StateMachine.Continuation) in
                     let action = state.withLock {
-                        $0.enqueue(id: waiterID, continuation, stamp: stamp, isCancelled: Task.isCancelled)
+                        $0.enqueue(id: waiterID, continuation, stamp: stamp, count: count, isCancelled: Task.isCancelled)
                     }
                     switch action {
                     case .suspended: break
@@ -137,18 +158,21 @@ public final class Semaphore: Sendable, HoldingTransferring {
                     case .resumeCancelled(let continuation): continuation.resume(throwing: CancellationError())
                     case .resumeClosed(let continuation):
                         continuation.resume(throwing: FuturelockError.semaphoreClosed(semaphore: name))
+                    case .resumeExceedsCapacity(let continuation, let capacity):
+                        continuation.resume(throwing: FuturelockError.permitRequestExceedsCapacity(
+                            semaphore: name, requested: count, capacity: capacity))
                     }
                 }
             } onCancel: {
-                if let continuation = state.withLock({ $0.cancel(id: waiterID) }) {
-                    continuation.resume(throwing: CancellationError())
-                }
+                let (continuation, served) = state.withLock { $0.cancel(id: waiterID) }
+                continuation?.resume(throwing: CancellationError())
+                perform(served)
             }
         } catch {
             record(error is CancellationError ? .cancelled : .waitEnd, stamp)
             throw error
         }
-        let permit = Permit(semaphore: self, slot: slot)
+        let permit = Permit(semaphore: self, slot: slot, count: count)
         if slot != StateMachine.untrackedSlot { noteObject(permit, slot: slot) }
         if Task.isCancelled {
             // Cancelled after the hand-off: pass the permit on rather than return it to a caller that
@@ -170,6 +194,41 @@ public final class Semaphore: Sendable, HoldingTransferring {
         return permit
     }
 
+    /// Takes `permits` permits at once if that many are free and nobody is waiting; never suspends.
+    ///
+    /// - Returns: `nil` when they are not free right now, or the semaphore is closed.
+    /// - Throws: ``FuturelockError/invalidPermitCount(semaphore:value:)`` when `permits < 1`, and
+    ///   ``FuturelockError/permitRequestExceedsCapacity(semaphore:requested:capacity:)`` when the
+    ///   semaphore has fewer permits in all (waiting would never help either).
+    public func tryAcquire(permits: Int, fileID: StaticString = #fileID, line: UInt = #line,
+                           function: StaticString = #function) throws(FuturelockError) -> Permit? {
+        try validate(request: permits)
+        let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
+        guard let permit = grantNow(stamp, count: permits) else { return nil }
+        record(.grant, stamp)
+        return permit
+    }
+
+    private func validate(request permits: Int) throws(FuturelockError) {
+        guard permits >= 1 else { throw .invalidPermitCount(semaphore: name, value: permits) }
+        let capacity = self.capacity
+        guard permits <= capacity else {
+            throw .permitRequestExceedsCapacity(semaphore: name, requested: permits, capacity: capacity)
+        }
+    }
+
+    /// Waits for `permits` permits at once (see ``acquire(permits:fileID:line:function:)``), but gives
+    /// up after `timeout`; nothing is held then.
+    public func acquire(permits: Int, timeout: Duration, fileID: StaticString = #fileID, line: UInt = #line,
+                        function: StaticString = #function) async throws -> Permit {
+        try validate(request: permits)
+        return try await TimeoutRace.acquire(
+            resource: name, timeout: timeout,
+            immediately: { try tryAcquire(permits: permits, fileID: fileID, line: line, function: function) },
+            waiting: { try await self.acquire(permits: permits, fileID: fileID, line: line, function: function) },
+            claim: { $0.claim(fileID: fileID, line: line, function: function) })
+    }
+
     /// Waits for a permit, but gives up after `timeout`.
     ///
     /// - Throws: ``FuturelockError/timedOut(resource:after:)`` (nothing is held),
@@ -182,6 +241,92 @@ public final class Semaphore: Sendable, HoldingTransferring {
             immediately: { tryAcquire(fileID: fileID, line: line, function: function) },
             waiting: { try await self.acquire(fileID: fileID, line: line, function: function) },
             claim: { $0.claim(fileID: fileID, line: line, function: function) })
+    }
+
+    /// Runs `body` while holding `permits` permits acquired at once, and releases them however `body`
+    /// ends. Throws as ``acquire(permits:fileID:line:function:)`` does.
+    public func withPermits<Result>(
+        _ permits: Int,
+        fileID: StaticString = #fileID, line: UInt = #line, function: StaticString = #function,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: () async throws -> Result
+    ) async throws -> Result {
+        guard permits >= 1 else { throw FuturelockError.invalidPermitCount(semaphore: name, value: permits) }
+        var stamp = ledger.stamp(fileID: fileID, line: line, function: function)
+        stamp?.isPinned = true
+        let permit = try await acquire(stamped: stamp, count: permits)
+        defer { permit.release(fileID: fileID, line: line, function: function) }
+        return try await body()
+    }
+
+    // MARK: - Adding and forgetting permits
+
+    /// Adds `count` permits to the semaphore; waiters at the head of the queue get them at once
+    /// (tokio's `add_permits`). Adding to a closed semaphore grows it but grants nothing.
+    ///
+    /// - Throws: ``FuturelockError/invalidPermitCount(semaphore:value:)`` when `count < 0` or the total
+    ///   would pass ``maxPermits``; nothing changes then.
+    public func addPermits(_ count: Int, fileID: StaticString = #fileID, line: UInt = #line,
+                           function: StaticString = #function) throws(FuturelockError) {
+        guard count >= 0 else { throw .invalidPermitCount(semaphore: name, value: count) }
+        guard count > 0 else { return }
+        let served = state.withLock { machine -> StateMachine.ReleaseAction? in
+            guard machine.capacity <= Self.maxPermits - count else { return nil }
+            return machine.addPermits(count)
+        }
+        guard let served else { throw .invalidPermitCount(semaphore: name, value: count) }
+        record(.permitsAdded, ledger.stamp(fileID: fileID, line: line, function: function))
+        perform(served)
+    }
+
+    /// Removes up to `count` *free* permits from the semaphore for good and returns how many were
+    /// removed (tokio's `forget_permits`); held permits are not touched. Queued requests for more
+    /// permits than are left fail with
+    /// ``FuturelockError/permitRequestExceedsCapacity(semaphore:requested:capacity:)``.
+    ///
+    /// - Throws: ``FuturelockError/invalidPermitCount(semaphore:value:)`` when `count < 0`.
+    @discardableResult
+    public func forgetPermits(_ count: Int, fileID: StaticString = #fileID, line: UInt = #line,
+                              function: StaticString = #function) throws(FuturelockError) -> Int {
+        guard count >= 0 else { throw .invalidPermitCount(semaphore: name, value: count) }
+        guard count > 0 else { return 0 }
+        let (forgotten, failed, served) = state.withLock { $0.forgetPermits(count) }
+        if forgotten > 0 { record(.permitsForgotten, ledger.stamp(fileID: fileID, line: line, function: function)) }
+        fail(failed)
+        perform(served)
+        return forgotten
+    }
+
+    func forget(slot: Int32, count: Int, fileID: StaticString, line: UInt, function: StaticString) {
+        let (failed, served) = state.withLock { $0.forget(slot: slot, count: count) }
+        if history != nil { record(.permitsForgotten, ledger.stamp(fileID: fileID, line: line, function: function)) }
+        fail(failed)
+        perform(served)
+    }
+
+    private func fail(_ waiters: StateMachine.Failed) {
+        guard !waiters.isEmpty else { return }
+        let capacity = self.capacity
+        for waiter in waiters {
+            waiter.continuation.resume(throwing: FuturelockError.permitRequestExceedsCapacity(
+                semaphore: name, requested: waiter.requested, capacity: capacity))
+        }
+    }
+
+    /// Resumes the waiters a release, an addition or a cancellation served.
+    @inline(__always)
+    private func perform(_ action: StateMachine.ReleaseAction) {
+        switch action {
+        case .none: break
+        case .handOff(let continuation, let slot, let stamp):
+            record(.handoff, stamp)
+            continuation.resume(returning: slot)
+        case .handOffs(let grants):
+            for grant in grants {
+                record(.handoff, grant.stamp)
+                grant.continuation.resume(returning: grant.slot)
+            }
+        }
     }
 
     /// Runs `body` while holding a permit, and releases it however `body` ends.
@@ -201,7 +346,7 @@ public final class Semaphore: Sendable, HoldingTransferring {
 
     // MARK: - Releasing (called by Permit)
 
-    func release(slot: Int32, fileID: StaticString, line: UInt, function: StaticString) {
+    func release(slot: Int32, count: Int, fileID: StaticString, line: UInt, function: StaticString) {
         // Who releases matters when it is not the holder: the acquisition site hands permits on
         // (and the event history records the move).
         let releaser = slot != StateMachine.untrackedSlot ? ledger.context.task : .none
@@ -215,17 +360,14 @@ public final class Semaphore: Sendable, HoldingTransferring {
                 }
                 moved = true
             }
-            return (machine.release(slot: slot), moved)
+            return (machine.release(slot: slot, count: count), moved)
         }
         if history != nil {
             let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
             if moved { record(.transfer, stamp) }
             record(.release, stamp)
         }
-        if case .handOff(let continuation, let newSlot, let stamp) = action {
-            record(.handoff, stamp)
-            continuation.resume(returning: newSlot)
-        }
+        perform(action)
     }
 
     func transferHolding(slot: Int32, to task: TaskID, node: ScopeNode?) -> Bool {
@@ -242,14 +384,11 @@ public final class Semaphore: Sendable, HoldingTransferring {
                                    function: function)
     }
 
-    func releaseDropped(slot: Int32) {
+    func releaseDropped(slot: Int32, count: Int) {
         let (entry, action) = state.withLock { machine in
-            (machine.holdings[slot], machine.release(slot: slot))
+            (machine.holdings[slot], machine.release(slot: slot, count: count))
         }
-        if case .handOff(let continuation, let newSlot, let stamp) = action {
-            record(.handoff, stamp)
-            continuation.resume(returning: newSlot)
-        }
+        perform(action)
         ledger.reportDropped(resource: id, name: name, kind: .permit, entry: entry)
     }
 
@@ -268,9 +407,11 @@ extension Semaphore: LedgerTracked {
 
     func contribute(to builder: inout SnapshotBuilder) {
         state.withLock { machine in
+            let request = machine.headRequest
             builder.add(ResourceRecord(
-                id: id, kind: .semaphore, name: name, capacity: capacity, available: machine.available,
-                held: machine.held, waiting: machine.waiters.count, closed: machine.closed))
+                id: id, kind: .semaphore, name: name, capacity: machine.capacity, available: machine.available,
+                held: machine.held, waiting: machine.waiters.count, closed: machine.closed,
+                headRequest: request > 1 ? request : nil))
             machine.holdings.forEach { entry in
                 builder.addHolding(entry, resource: id, kind: .permit,
                                    handsOff: machine.holdings.handsOff(entry.stamp.site))
@@ -278,7 +419,8 @@ extension Semaphore: LedgerTracked {
             machine.waiters.forEachInOrder { position, _, waiter in
                 if let stamp = waiter.stamp {
                     builder.addWait(resource: id, kind: .acquire, stamp: stamp,
-                                    taskAddress: taskAddress(of: waiter.continuation), position: position)
+                                    taskAddress: taskAddress(of: waiter.continuation), position: position,
+                                    units: waiter.count)
                 }
             }
         }

@@ -137,12 +137,13 @@ struct WaitForAnalysis {
         if let handle { return .parked(.handle(finished: handle.holderState == .finished)) }
         return .other
     }
-    /// A resource whose every unit is held by a recorded holding (nothing free, nothing buffered or
-    /// being created whose fate the ledger cannot see).
+    /// A resource that cannot serve its head waiter (nothing free, or less than the head asks for)
+    /// and whose every unit not free is held by a recorded holding (nothing buffered or being created
+    /// whose fate the ledger cannot see). Only its holders can unblock its queue.
     func isSaturated(_ resource: ResourceID) -> Bool {
-        guard let record = index.resources[resource] else { return false }
-        let held = index.holdingsByResource[resource]?.count ?? 0
-        return record.available == 0 && record.buffered == 0 && held >= record.capacity
+        guard let record = index.resources[resource], record.blocksHead, record.buffered == 0 else { return false }
+        let held = index.holdingsByResource[resource]?.reduce(0) { $0 + $1.unitCount } ?? 0
+        return held + record.available >= record.capacity
     }
 
     struct Edge {
