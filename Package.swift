@@ -25,11 +25,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
+        // Happens-before annotations that make `Lock` visible to ThreadSanitizer; free without it.
+        .target(name: "CFuturelockSanitizer"),
         .target(
             name: "Futurelock",
             dependencies: [
+                "CFuturelockSanitizer",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -83,7 +87,8 @@ let package = Package(
         ),
         .testTarget(
             name: "FuturelockTests",
-            dependencies: ["Futurelock", .product(name: "MetricsTestKit", package: "swift-metrics")],
+            dependencies: ["Futurelock", .product(name: "MetricsTestKit", package: "swift-metrics"),
+                           .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: strict
         ),
         .testTarget(

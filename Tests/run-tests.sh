@@ -23,3 +23,23 @@ swift build --build-tests
 echo "== running tests"
 # A hung test fails the run instead of eating the CI budget.
 timeout 1800 swift test --skip-build
+
+# ThreadSanitizer pass: the library's tests (stress and model tests included), the reproducer gallery
+# and the service-lifecycle tests again, built with the sanitizer in a build directory of their own
+# (.build/debug is left alone). Any race fails the run. Tests/tsan-suppressions.txt may list reports
+# that are not races, each with the reason. Not run under the sanitizer: the symbolication tests
+# (they check exact inlining and line tables, which the instrumentation changes) and the CLI tests
+# (they start the CLI as a child process, whose reports would surface only as an exit status).
+# One test at a time: the sanitizer slows everything several times over, and the tests bounded by
+# wall-clock time (the gallery's timeouts, outage recovery) need the cores to themselves; each test
+# still runs its own concurrent tasks.
+echo "== building tests under ThreadSanitizer (.build/tsan)"
+swift build --build-tests --sanitize=thread --scratch-path .build/tsan
+echo "== running tests under ThreadSanitizer"
+tsan_targets='FuturelockTests|FuturelockReproducersTests|FuturelockServiceLifecycleTests'
+tsan_log=.build/tsan/tsan-tests.log
+TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/Tests/tsan-suppressions.txt" \
+    timeout 1800 swift test --skip-build --no-parallel --sanitize=thread --scratch-path .build/tsan \
+    --filter "^($tsan_targets)\." 2>&1 | tee "$tsan_log"
+tsan_ran=$(sed -n 's/.*Test run with \([0-9][0-9]*\) tests\{0,1\} in .*/\1/p' "$tsan_log" | tail -n 1)
+echo "== ThreadSanitizer: ${tsan_ran:-?} tests ran under TSan (${tsan_targets//|/, }), no race reported"

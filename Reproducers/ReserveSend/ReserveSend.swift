@@ -31,6 +31,9 @@ struct ReserveSend: Reproducer {
         let worker = Task {
             for try await _ in jobs {}
         }
+        // When the scenario is cancelled (a hung variant at its timeout), `submit` throws before the
+        // channel is closed: end the worker too, or it waits on the channel for ever.
+        defer { worker.cancel() }
         if code == .annotated {
             try await TaskTree.scope("submit") { try await submitAnnotated(jobs) }
         } else {

@@ -16,6 +16,8 @@ public enum FuturelockError: Error, Sendable, Hashable, CustomStringConvertible 
     case semaphoreClosed(semaphore: String)
     /// The permit/slot/lease was already released (the second release is ignored).
     case alreadyReleased(resource: String)
+    /// A configuration that cannot work (the reason says which field and why).
+    case invalidConfiguration(resource: String, reason: String)
     /// A number of permits to acquire, add or forget that cannot be used (below 1 to acquire, below 0
     /// to add or forget, or a total beyond what a semaphore can count).
     case invalidPermitCount(semaphore: String, value: Int)
@@ -38,6 +40,8 @@ public enum FuturelockError: Error, Sendable, Hashable, CustomStringConvertible 
             return "semaphore '\(semaphore)' is closed; no permit was acquired. Permits held before the close can still be released."
         case .alreadyReleased(let resource):
             return "'\(resource)': already released; this release was ignored and reported to the ledger."
+        case .invalidConfiguration(let resource, let reason):
+            return "'\(resource)': invalid configuration: \(reason). Nothing was created."
         case .invalidPermitCount(let semaphore, let value):
             return "semaphore '\(semaphore)': \(value) is not a usable number of permits (acquire at least 1; add or forget 0 or more; the total must stay below \(Semaphore.maxPermits)). Nothing changed."
         case .permitRequestExceedsCapacity(let semaphore, let requested, let capacity):

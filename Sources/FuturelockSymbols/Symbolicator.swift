@@ -11,6 +11,7 @@
 
 import CLibdw
 import Glibc
+import Futurelock
 import Synchronization
 
 /// Symbolicates code addresses with libdw (elfutils): function (demangled), file, line, column, and the
@@ -49,13 +50,13 @@ public final class Symbolicator: Sendable {
     public static let cacheCapacity = 65_536
 
     private let target: Target
-    private let state: Mutex<State>
+    private let state: Lock<State>
 
     /// A symbolicator for addresses in the current process. Module list and debug information are
     /// loaded on the first lookup.
     public init() {
         target = .currentProcess
-        state = Mutex(State())
+        state = Lock(State())
     }
 
     /// A symbolicator for an ELF file on disk (executable, shared library, or separate debug file);
@@ -65,7 +66,7 @@ public final class Symbolicator: Sendable {
     public init(binary path: String) throws(SymbolicationError) {
         target = .binary(path: path)
         let session = try DwflSession(binary: path)
-        state = Mutex(State(session: session))
+        state = Lock(State(session: session))
     }
 
     /// The frames at `address`, innermost (most deeply inlined) first; the last one is the out-of-line

@@ -799,8 +799,8 @@ struct BoundedChannelTests {
         let stressLedger = ledgerOn ? Ledger() : Ledger(configuration: .init(isEnabled: false))
         let channel = try BoundedChannel<Int>(name: "stress", capacity: 3, ledger: stressLedger)
         let senderCount = 3000
-        let accepted = Mutex<[Bool?]>(Array(repeating: nil, count: senderCount))
-        let received = Mutex<[Int]>([])
+        let accepted = Lock<[Bool?]>(Array(repeating: nil, count: senderCount))
+        let received = Lock<[Int]>([])
 
         let receiveLoop: @Sendable () async -> Void = {
             while true {

@@ -28,14 +28,14 @@ private final class ScriptedFactory: Sendable {
         var gates: [Int: Gate] = [:]
         var made: [TestConnection] = []
     }
-    private let state: Mutex<State>
+    private let state: Lock<State>
     let alive = Counter()
     let maxAlive = Counter()
     let closed = Counter()
     let doubleCloses = Counter()
 
     init(failing: Set<Int> = [], gates: [Int: Gate] = [:]) {
-        state = Mutex(State(failing: failing, gates: gates))
+        state = Lock(State(failing: failing, gates: gates))
     }
 
     var calls: Int { state.withLock { $0.calls } }
@@ -65,89 +65,21 @@ private final class ScriptedFactory: Sendable {
         closed.increment()
     }
 
-    func pool(name: String = "pool", capacity: Int, ledger: Ledger) throws -> ConnectionPool<TestConnection> {
-        try ConnectionPool(name: name, capacity: capacity, ledger: ledger,
+    /// A pool over this factory. No back-off between failed attempts unless asked for: these tests
+    /// are about who gets what, not about pacing (that has tests of its own).
+    func pool(name: String = "pool", capacity: Int, ledger: Ledger,
+              configuration: ConnectionPool<TestConnection>.Configuration = .immediateRetry) throws -> ConnectionPool<TestConnection> {
+        try ConnectionPool(name: name, capacity: capacity, configuration: configuration, ledger: ledger,
                            factory: { try await self.make() }, close: { await self.close($0) })
     }
 }
 
-// MARK: - State machine harness
-
-private typealias Machine = ConnectionPool<Int>.StateMachine
-
-/// A state machine under a lock, with helpers that queue real continuations as waiters.
-private final class MachineBox: Sendable {
-    let machine: Mutex<Machine>
-    init(capacity: Int) { machine = Mutex(Machine(capacity: capacity)) }
-
-    func with<R: Sendable>(_ body: (inout Machine) -> R) -> R { machine.withLock { body(&$0) } }
-
-    /// Queues a waiter in a new task; the task ends with what the waiter is woken with.
-    func waiter(id: UInt64) -> Task<Machine.Grant, any Error> {
-        Task {
-            try await withUnsafeThrowingContinuation { (continuation: Machine.Continuation) in
-                switch self.with({ $0.enqueue(id: id, continuation, stamp: nil, isCancelled: false) }) {
-                case .suspended: break
-                case .resume(let continuation, let grant): continuation.resume(returning: grant)
-                case .resumeCancelled(let continuation): continuation.resume(throwing: CancellationError())
-                case .resumeShutDown(let continuation):
-                    continuation.resume(throwing: FuturelockError.poolShutdown(pool: "machine"))
-                }
-            }
-        }
+private extension ConnectionPool.Configuration {
+    static var immediateRetry: Self {
+        var configuration = Self()
+        configuration.backoff = .init(initial: .zero, maximum: .zero)
+        return configuration
     }
-
-    /// Enqueues once from the current task and reports which way the enqueue went; only for
-    /// enqueues that resume at once (a `.suspended` one would hang until the test's time limit).
-    func enqueueOnce(id: UInt64, isCancelled: Bool) async -> (kind: String, result: Result<Machine.Grant, any Error>) {
-        let kind = Locked("")
-        let result: Result<Machine.Grant, any Error>
-        do {
-            result = .success(try await withUnsafeThrowingContinuation { (continuation: Machine.Continuation) in
-                switch self.with({ $0.enqueue(id: id, continuation, stamp: nil, isCancelled: isCancelled) }) {
-                case .suspended:
-                    kind.withLock { $0 = "suspended" }
-                case .resume(let continuation, let grant):
-                    kind.withLock { $0 = "resume" }
-                    continuation.resume(returning: grant)
-                case .resumeCancelled(let continuation):
-                    kind.withLock { $0 = "cancelled" }
-                    continuation.resume(throwing: CancellationError())
-                case .resumeShutDown(let continuation):
-                    kind.withLock { $0 = "shutDown" }
-                    continuation.resume(throwing: FuturelockError.poolShutdown(pool: "machine"))
-                }
-            })
-        } catch {
-            result = .failure(error)
-        }
-        return (kind.value, result)
-    }
-
-    /// Queues waiters one after another (each queued before the next starts).
-    func queueWaiters(_ ids: [UInt64]) async -> [Task<Machine.Grant, any Error>] {
-        var tasks: [Task<Machine.Grant, any Error>] = []
-        for id in ids {
-            let before = with { $0.waiters.count }
-            tasks.append(waiter(id: id))
-            await eventually { self.with { $0.waiters.count } == before + 1 }
-        }
-        return tasks
-    }
-}
-
-private extension Machine.Grant {
-    var isCreate: Bool { if case .create = self { return true } else { return false } }
-    var connection: Int? { if case .connection(let connection, _) = self { return connection } else { return nil } }
-}
-
-private func expectLeased(_ action: Machine.CheckoutAction, _ expected: Int,
-                          sourceLocation: SourceLocation = #_sourceLocation) {
-    guard case .leased(let connection, _) = action else {
-        Issue.record("expected .leased(\(expected)), got \(action)", sourceLocation: sourceLocation)
-        return
-    }
-    #expect(connection == expected, sourceLocation: sourceLocation)
 }
 
 // MARK: - Tests
@@ -155,223 +87,6 @@ private func expectLeased(_ action: Machine.CheckoutAction, _ expected: Int,
 @Suite("ConnectionPool")
 struct ConnectionPoolTests {
     let ledger = Ledger(configuration: .init(eventHistoryPerResource: 256))
-
-    // MARK: state machine, driven directly
-
-    @Test func machine_checkout_reservesCapacityThenWaits() {
-        var machine = Machine(capacity: 2)
-        #expect(machine.available == 2)
-        guard case .create = machine.checkout(nil) else { Issue.record("expected .create"); return }
-        guard case .create = machine.checkout(nil) else { Issue.record("expected .create"); return }
-        #expect(machine.creating == 2 && machine.available == 0)
-        guard case .mustWait = machine.checkout(nil) else { Issue.record("expected .mustWait"); return }
-        #expect(machine.tryCheckout(nil) == nil)
-    }
-
-    @Test func machine_creationSucceeded_leasesToCreatorAndReleaseIdles() throws {
-        let ledger = Ledger()
-        let stamp = ledger.stamp(fileID: #fileID, line: #line, function: #function)
-        var machine = Machine(capacity: 1)
-        _ = machine.checkout(stamp)
-        guard case .leased(let slot) = machine.creationSucceeded(7, stamp: stamp, isCancelled: false) else {
-            Issue.record("expected .leased"); return
-        }
-        #expect(machine.open == 1 && machine.creating == 0 && machine.held == 1 && machine.available == 0)
-        #expect(machine.holding(slot)?.stamp.site.line == stamp?.site.line)
-        guard case .idled = machine.release(slot: slot, connection: 7) else { Issue.record("expected .idled"); return }
-        #expect(machine.idle == [7] && machine.held == 0 && machine.available == 1)
-        expectLeased(machine.checkout(stamp), 7)
-        #expect(machine.idle.isEmpty && machine.held == 1)
-    }
-
-    @Test func machine_tryCheckout_takesIdleOnlyAndNeverCreates() {
-        var machine = Machine(capacity: 2)
-        #expect(machine.tryCheckout(nil) == nil)
-        #expect(machine.creating == 0)
-        _ = machine.checkout(nil)
-        guard case .leased(let slot) = machine.creationSucceeded(3, stamp: nil, isCancelled: false) else {
-            Issue.record("expected .leased"); return
-        }
-        #expect(slot == Machine.untrackedSlot)
-        _ = machine.release(slot: slot, connection: 3)
-        #expect(machine.tryCheckout(nil)?.0 == 3)
-    }
-
-    @Test(.timeLimit(.minutes(1))) func machine_release_handsOffToHeadWaiterInFIFOOrder() async throws {
-        let box = MachineBox(capacity: 1)
-        _ = box.with { $0.checkout(nil) }
-        _ = box.with { $0.creationSucceeded(1, stamp: nil, isCancelled: false) }
-        let waiters = await box.queueWaiters([10, 11, 12])
-        #expect(box.with { $0.available } == 0)
-        for (index, waiter) in waiters.enumerated() {
-            let action = box.with { $0.release(slot: Machine.untrackedSlot, connection: 1) }
-            guard case .handOff(let continuation, let grant, _) = action else {
-                Issue.record("expected a hand-off to waiter \(index)"); return
-            }
-            #expect(box.with { $0.waiters.count } == waiters.count - index - 1)
-            continuation.resume(returning: grant)
-            #expect(try await waiter.value.connection == 1)
-        }
-        guard case .idled = box.with({ $0.release(slot: Machine.untrackedSlot, connection: 1) }) else {
-            Issue.record("expected .idled"); return
-        }
-    }
-
-    @Test(.timeLimit(.minutes(1))) func machine_failedCreation_givesCreationRightToHeadWaiter() async throws {
-        let box = MachineBox(capacity: 1)
-        _ = box.with { $0.checkout(nil) }
-        let waiters = await box.queueWaiters([1, 2])
-        let head = try #require(box.with { $0.abandonCreation() })
-        #expect(box.with { $0.creating } == 1)
-        #expect(box.with { $0.waiters.count } == 1)
-        head.resume(returning: .create)
-        #expect(try await waiters[0].value.isCreate)
-        // With nobody left to take it, a freed unit of capacity becomes creatable again.
-        let next = try #require(box.with { $0.abandonCreation() })
-        next.resume(returning: .create)
-        #expect(try await waiters[1].value.isCreate)
-        #expect(box.with { $0.abandonCreation() } == nil)
-        #expect(box.with { ($0.creating, $0.available) } == (0, 1))
-    }
-
-    @Test(.timeLimit(.minutes(1))) func machine_brokenConnection_keepsCapacityUntilClosed() async throws {
-        let box = MachineBox(capacity: 1)
-        _ = box.with { $0.checkout(nil) }
-        _ = box.with { $0.creationSucceeded(1, stamp: nil, isCancelled: false) }
-        let waiter = await box.queueWaiters([5])[0]
-        box.with { $0.releaseBroken(slot: Machine.untrackedSlot) }
-        // Still counted until the close callback returns: no replacement yet.
-        #expect(box.with { ($0.open, $0.closing, $0.held, $0.waiters.count) } == (1, 1, 0, 1))
-        let head = try #require(box.with { $0.closeFinished() })
-        #expect(box.with { ($0.open, $0.closing, $0.creating) } == (0, 0, 1))
-        head.resume(returning: .create)
-        #expect(try await waiter.value.isCreate)
-        // The same without a waiter: the capacity goes back to unused.
-        var machine = Machine(capacity: 1)
-        _ = machine.checkout(nil)
-        _ = machine.creationSucceeded(2, stamp: nil, isCancelled: false)
-        machine.releaseBroken(slot: Machine.untrackedSlot)
-        #expect(machine.available == 0)
-        #expect(machine.closeFinished() == nil)
-        #expect(machine.available == 1)
-    }
-
-    @Test(.timeLimit(.minutes(1))) func machine_cancel_removesOnlyQueuedWaiters() async throws {
-        let box = MachineBox(capacity: 1)
-        _ = box.with { $0.checkout(nil) }
-        let waiters = await box.queueWaiters([1, 2])
-        let cancelled = try #require(box.with { $0.cancel(id: 1) })
-        cancelled.resume(throwing: CancellationError())
-        await #expect(throws: CancellationError.self) { try await waiters[0].value }
-        #expect(box.with { $0.cancel(id: 1) } == nil)
-        // The remaining waiter is now the head.
-        let head = try #require(box.with { $0.abandonCreation() })
-        head.resume(returning: .create)
-        #expect(try await waiters[1].value.isCreate)
-    }
-
-    @Test(.timeLimit(.minutes(1))) func machine_enqueue_whenCancelledFreeOrShutDown_resumesAtOnce() async throws {
-        let box = MachineBox(capacity: 1)
-        let cancelled = await box.enqueueOnce(id: 1, isCancelled: true)
-        #expect(cancelled.kind == "cancelled")
-        #expect(box.with { $0.creating } == 0)
-        // Capacity freed between the fast path and the enqueue is taken at once, without queueing.
-        let free = await box.enqueueOnce(id: 2, isCancelled: false)
-        #expect(free.kind == "resume")
-        #expect(try free.result.get().isCreate)
-        #expect(box.with { ($0.creating, $0.waiters.count) } == (1, 0))
-        _ = box.with { $0.shutdown() }
-        let shutDown = await box.enqueueOnce(id: 3, isCancelled: false)
-        #expect(shutDown.kind == "shutDown")
-    }
-
-    @Test(.timeLimit(.minutes(1))) func machine_cancelledCreator_leavesConnectionForHeadWaiterOrIdle() async throws {
-        let box = MachineBox(capacity: 1)
-        _ = box.with { $0.checkout(nil) }
-        let waiter = await box.queueWaiters([9])[0]
-        let action = box.with { $0.creationSucceeded(4, stamp: nil, isCancelled: true) }
-        guard case .keptForOthers(let handOff?) = action else { Issue.record("expected a hand-off"); return }
-        handOff.0.resume(returning: .connection(4, handOff.1))
-        #expect(try await waiter.value.connection == 4)
-        #expect(box.with { ($0.open, $0.held, $0.idle) } == (1, 1, []))
-
-        var machine = Machine(capacity: 1)
-        _ = machine.checkout(nil)
-        guard case .keptForOthers(nil) = machine.creationSucceeded(5, stamp: nil, isCancelled: true) else {
-            Issue.record("expected the connection to stay idle"); return
-        }
-        #expect(machine.idle == [5] && machine.held == 0)
-    }
-
-    @Test(.timeLimit(.minutes(1))) func machine_startCreation_checksShutdownAndCancellation() async throws {
-        var machine = Machine(capacity: 1)
-        _ = machine.checkout(nil)
-        guard case .proceed = machine.startCreation(isCancelled: false) else { Issue.record("expected .proceed"); return }
-        guard case .cancelled(next: nil) = machine.startCreation(isCancelled: true) else {
-            Issue.record("expected .cancelled"); return
-        }
-        #expect(machine.creating == 0 && machine.available == 1)
-
-        let box = MachineBox(capacity: 1)
-        _ = box.with { $0.checkout(nil) }
-        let waiter = await box.queueWaiters([1])[0]
-        guard case .cancelled(next: let next?) = box.with({ $0.startCreation(isCancelled: true) }) else {
-            Issue.record("expected the right to pass to the waiter"); return
-        }
-        next.resume(returning: .create)
-        #expect(try await waiter.value.isCreate)
-        _ = box.with { $0.shutdown() }
-        guard case .shutDown = box.with({ $0.startCreation(isCancelled: false) }) else {
-            Issue.record("expected .shutDown"); return
-        }
-        #expect(box.with { $0.creating } == 0)
-    }
-
-    @Test(.timeLimit(.minutes(1))) func machine_shutdown_failsWaitersAndClosesLaterReturns() async throws {
-        let box = MachineBox(capacity: 3)
-        for connection in 1...3 {
-            _ = box.with { $0.checkout(nil) }
-            _ = box.with { $0.creationSucceeded(connection, stamp: nil, isCancelled: false) }
-        }
-        let waiters = await box.queueWaiters([1, 2])
-        // Connection 1 goes to the head waiter; the second waiter still queues at shutdown.
-        guard case .handOff(let continuation, let grant, _) = box.with({
-            $0.release(slot: Machine.untrackedSlot, connection: 1)
-        }) else { Issue.record("expected a hand-off"); return }
-        continuation.resume(returning: grant)
-        #expect(try await waiters[0].value.connection == 1)
-        let action = try #require(box.with { $0.shutdown() })
-        #expect(action.close.isEmpty && action.fail.count == 1)
-        for continuation in action.fail { continuation.resume(throwing: FuturelockError.poolShutdown(pool: "m")) }
-        await #expect(throws: FuturelockError.poolShutdown(pool: "m")) { try await waiters[1].value }
-        #expect(box.with { $0.shutdown() } == nil)
-        guard case .shutDown = box.with({ $0.checkout(nil) }) else { Issue.record("expected .shutDown"); return }
-        #expect(box.with { $0.tryCheckout(nil) } == nil)
-        guard case .close(2) = box.with({ $0.release(slot: Machine.untrackedSlot, connection: 2) }) else {
-            Issue.record("expected the returned connection to be closed"); return
-        }
-        #expect(box.with { $0.closeFinished() } == nil)
-        #expect(box.with { ($0.open, $0.available, $0.isShutdown) } == (2, 0, true))
-    }
-
-    @Test func machine_shutdown_returnsIdleConnectionsAndClosesLateCreations() {
-        var machine = Machine(capacity: 2)
-        _ = machine.checkout(nil)
-        _ = machine.creationSucceeded(1, stamp: nil, isCancelled: false)
-        _ = machine.release(slot: Machine.untrackedSlot, connection: 1)
-        _ = machine.checkout(nil)  // idle 1
-        _ = machine.checkout(nil)  // create
-        _ = machine.release(slot: Machine.untrackedSlot, connection: 1)
-        let action = machine.shutdown()
-        #expect(action?.close == [1])
-        #expect(machine.idle.isEmpty && machine.closing == 1)
-        guard case .close(2) = machine.creationSucceeded(2, stamp: nil, isCancelled: false) else {
-            Issue.record("a creation that ends after shutdown must be closed"); return
-        }
-        _ = machine.closeFinished()
-        _ = machine.closeFinished()
-        #expect(machine.open == 0 && machine.closing == 0 && machine.creating == 0)
-    }
 
     // MARK: the pool
 
@@ -510,40 +225,51 @@ struct ConnectionPoolTests {
         #expect(pool.openCount == 1 && pool.idleCount == 1)
     }
 
-    @Test(.timeLimit(.minutes(1))) func returnBroken_withoutWaiters_freesCapacity() async throws {
+    @Test(.timeLimit(.minutes(1))) func returnBroken_withoutWaiters_isClosedByTheNextCheckoutThatNeedsItsUnit() async throws {
         let factory = ScriptedFactory()
         let pool = try factory.pool(capacity: 1, ledger: ledger)
         let lease = try await pool.checkout()
         lease.returnBroken()
-        await eventually { pool.openCount == 0 }
-        #expect(factory.closed.value == 1)
+        // No task of the pool's own closes it: it keeps its unit until someone who can wait does.
+        #expect(pool.openCount == 1 && factory.closed.value == 0)
         let next = try await pool.checkout()
-        #expect(next.connection.id == 1)
+        #expect(lease.connection.isClosed && factory.closed.value == 1)
+        #expect(next.connection.id == 1 && factory.maxAlive.value == 1)
         next.release()
     }
 
-    @Test(.timeLimit(.minutes(1))) func shutdown_failsWaitersAndRejectsLaterCheckouts() async throws {
+    @Test(.timeLimit(.minutes(1))) func returnBroken_withoutWaiters_isClosedByMaintenance() async throws {
+        let factory = ScriptedFactory()
+        let pool = try factory.pool(capacity: 1, ledger: ledger)
+        let lease = try await pool.checkout()
+        lease.returnBroken()
+        await pool.maintain()
+        #expect(lease.connection.isClosed && pool.openCount == 0 && factory.closed.value == 1)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func shutdown_failsWaiters_rejectsLaterCheckouts_andWaitsForTheLeaseStillOut() async throws {
         let factory = ScriptedFactory()
         let pool = try factory.pool(name: "closing", capacity: 1, ledger: ledger)
         let held = try await pool.checkout()
         let waiters = (0..<3).map { _ in Task { try await pool.checkout() } }
         await eventually { pool.waitingCount == 3 }
-        await pool.shutdown()
+        let shutdown = Task { await pool.shutdown(gracePeriod: .seconds(50)) }
         for waiter in waiters {
             await #expect(throws: FuturelockError.poolShutdown(pool: "closing")) { try await waiter.value }
         }
         await #expect(throws: FuturelockError.poolShutdown(pool: "closing")) { try await pool.checkout() }
         #expect(pool.tryCheckout() == nil)
         #expect(pool.waitingCount == 0 && pool.isShutdown)
-        // The lease still out stays usable and is closed when it comes back.
+        // The lease still out stays usable while the shutdown waits, and is closed when it comes back;
+        // only then does the shutdown return.
         #expect(!held.connection.isClosed)
         held.release()
-        await eventually { pool.openCount == 0 }
-        #expect(held.connection.isClosed)
-        #expect(factory.closed.value == 1)
+        await shutdown.value
+        #expect(held.connection.isClosed && pool.openCount == 0)
+        #expect(factory.closed.value == 1 && pool.statistics.leasesRevoked == 0)
     }
 
-    @Test(.timeLimit(.minutes(1))) func shutdown_closesIdleConnectionsAndIsIdempotent() async throws {
+    @Test(.timeLimit(.minutes(1))) func shutdown_closesIdle_revokesLeasesPastTheGracePeriod_andIsIdempotent() async throws {
         let factory = ScriptedFactory()
         let pool = try factory.pool(capacity: 3, ledger: ledger)
         let a = try await pool.checkout()
@@ -551,28 +277,98 @@ struct ConnectionPoolTests {
         let c = try await pool.checkout()
         a.release()
         b.release()
+        await pool.shutdown(gracePeriod: .milliseconds(20))
+        // Returned only once everything it opened was closed: `c` was closed under its user.
+        #expect(a.connection.isClosed && b.connection.isClosed && c.connection.isClosed)
+        #expect(factory.closed.value == 3 && pool.openCount == 0 && pool.statistics.leasesRevoked == 1)
         await pool.shutdown()
-        #expect(a.connection.isClosed && b.connection.isClosed && !c.connection.isClosed)
-        #expect(factory.closed.value == 2)
-        await pool.shutdown()
-        #expect(factory.closed.value == 2 && factory.doubleCloses.value == 0)
         c.returnBroken()
-        await eventually { factory.closed.value == 3 }
-        #expect(pool.openCount == 0)
+        c.release()
+        await pool.maintain()
+        #expect(factory.closed.value == 3 && factory.doubleCloses.value == 0, "a revoked lease's return does nothing")
         let resource = try #require(ledger.snapshot().resources.first { $0.id == pool.id })
         #expect(resource.closed && resource.available == 0 && resource.held == 0)
     }
 
-    @Test(.timeLimit(.minutes(1))) func shutdown_duringCreation_closesTheNewConnection() async throws {
+    @Test(.timeLimit(.minutes(1))) func shutdown_duringCreation_waitsForAndClosesTheNewConnection() async throws {
         let gate = Gate()
         let factory = ScriptedFactory(gates: [0: gate])
         let pool = try factory.pool(name: "late", capacity: 1, ledger: ledger)
         let creator = Task { try await pool.checkout() }
         await eventually { factory.calls == 1 }
-        await pool.shutdown()
+        let shutdown = Task { await pool.shutdown(gracePeriod: .zero) }
+        await eventually { pool.isShutdown }
         gate.open()
         await #expect(throws: FuturelockError.poolShutdown(pool: "late")) { try await creator.value }
+        await shutdown.value
         #expect(factory.closed.value == 1 && pool.openCount == 0)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func healthCheck_replacesAnIdleConnectionThatFailsIt() async throws {
+        let factory = ScriptedFactory()
+        let healthy = Locked(false)
+        var configuration = ConnectionPool<TestConnection>.Configuration()
+        configuration.healthCheckAfterIdle = .zero
+        let pool = try ConnectionPool(name: "checked", capacity: 1, configuration: configuration, ledger: ledger,
+                                      factory: { try await factory.make() }, close: { await factory.close($0) },
+                                      healthCheck: { _ in healthy.value })
+        let first = try await pool.checkout()
+        first.release()
+        // Idle now: the check runs before it is handed out, fails, and a new connection replaces it.
+        let second = try await pool.checkout()
+        #expect(second.connection.id == 1 && first.connection.isClosed)
+        #expect(pool.statistics.failedHealthChecks == 1 && factory.maxAlive.value == 1)
+        second.release()
+        healthy.withLock { $0 = true }
+        let third = try await pool.checkout()
+        #expect(third.connection.id == 1 && pool.statistics.failedHealthChecks == 1)
+        third.release()
+    }
+
+    @Test(.timeLimit(.minutes(1))) func run_warmsUpTheMinimum_andClosesIdleConnectionsBeyondIt() async throws {
+        let factory = ScriptedFactory()
+        var configuration = ConnectionPool<TestConnection>.Configuration()
+        configuration.minimumConnections = 2
+        configuration.idleTimeout = .milliseconds(30)
+        let pool = try ConnectionPool(name: "warm", capacity: 4, configuration: configuration, ledger: ledger,
+                                      factory: { try await factory.make() }, close: { await factory.close($0) })
+        await pool.maintain()
+        #expect(pool.openCount == 2 && pool.idleCount == 2 && factory.calls == 2)
+        let leases = [try await pool.checkout(), try await pool.checkout(), try await pool.checkout()]
+        #expect(pool.openCount == 3)
+        for lease in leases { lease.release() }
+        // After the idle timeout, maintenance closes down to the minimum and no further.
+        while pool.openCount > 2 {
+            await pool.maintain()
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        await pool.maintain()
+        #expect(pool.openCount == 2 && factory.closed.value == 1)
+        await pool.shutdown()
+        #expect(pool.openCount == 0 && factory.closed.value == 3)
+    }
+
+    @Test func invalidConfiguration_isATypedErrorNamingTheField() {
+        var configuration = ConnectionPool<Int>.Configuration()
+        configuration.minimumConnections = 5
+        #expect(throws: FuturelockError.self) {
+            try ConnectionPool<Int>(name: "bad", capacity: 4, configuration: configuration, ledger: ledger, factory: { 1 })
+        }
+        do {
+            _ = try ConnectionPool<Int>(name: "bad", capacity: 4, configuration: configuration, ledger: ledger, factory: { 1 })
+        } catch {
+            #expect(error.description.contains("minimumConnections"))
+        }
+        configuration = .init()
+        configuration.maximumConcurrentConnectionAttempts = 0
+        #expect(throws: FuturelockError.self) {
+            try ConnectionPool<Int>(name: "bad", capacity: 4, configuration: configuration, ledger: ledger, factory: { 1 })
+        }
+        configuration = .init()
+        configuration.backoff.jitter = 2
+        #expect(throws: FuturelockError.self) {
+            try ConnectionPool<Int>(name: "bad", capacity: 4, configuration: configuration, ledger: ledger, factory: { 1 })
+        }
     }
 
     @Test(.timeLimit(.minutes(1))) func release_twice_isReportedAndIgnored() async throws {
@@ -670,9 +466,9 @@ struct ConnectionPoolTests {
         executor.drain()
         let second = Task { try await pool.checkout() }
         await eventually { pool.waitingCount == 2 }
-        held.returnBroken()  // once closed, `first` gets the right to create
+        held.returnBroken()  // `first` gets the broken connection's unit: close it, then create
         await eventually { pool.waitingCount == 1 }
-        #expect(pool.creatingCount == 1)
+        #expect(pool.openCount == 1 && pool.creatingCount == 0, "the broken one keeps its unit until closed")
         first.cancel()
         executor.drain()
         await #expect(throws: CancellationError.self) { try await first.value }
@@ -902,12 +698,13 @@ struct ConnectionPoolTests {
         let held = try await frontend.checkout()
         let client = Task { try await frontend.checkout() }
         await eventually { pool.waitingCount == 1 }
-        await frontend.shutdown()
+        let shutdown = Task { await frontend.shutdown() }
         await #expect(throws: FuturelockError.poolShutdown(pool: "gone")) { try await client.value }
         await #expect(throws: FuturelockError.poolShutdown(pool: "gone")) { try await frontend.checkout() }
         await loop.value
         held.release()
-        await eventually { pool.openCount == 0 }
+        await shutdown.value
+        #expect(pool.openCount == 0 && held.connection.isClosed)
     }
 
     @Test(.timeLimit(.minutes(1))) func frontend_cancelledLoop_closesChannelSoNobodyWaitsForEver() async throws {
@@ -1017,7 +814,7 @@ struct ConnectionPoolTests {
 /// The stress test's factory: fails at random, yields to let others interleave, and counts as the
 /// scripted one does.
 private final class StressFactory: Sendable {
-    private let made_ = Mutex<[TestConnection]>([])
+    private let made_ = Lock<[TestConnection]>([])
     private let serial = Atomic<Int>(0)
     private let failureRate: Double
     let alive = Counter()

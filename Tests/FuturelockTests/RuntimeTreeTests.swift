@@ -190,7 +190,7 @@ struct RuntimeTreeTests {
     }
 
     final class Shelf: Sendable {
-        let kept = Mutex<Permit?>(nil)
+        let kept = Lock<Permit?>(nil)
     }
 
     @Test(.timeLimit(.minutes(1))) func proof_aParkedPermitSomeoneElseAlsoHoldsIsNotCertain() async throws {

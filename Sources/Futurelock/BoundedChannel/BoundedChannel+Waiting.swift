@@ -27,6 +27,7 @@ extension BoundedChannel {
         let waiterID = nextWaiterID()
         record(.waitStart, stamp)
         do {
+            defer { ThreadSanitizer.acquireAfterResume() }  // the waiter's side of the hand-off (Support/ThreadSanitizer.swift)
             try await withTaskCancellationHandler {
                 try await withUnsafeThrowingContinuation { (continuation: StateMachine.SendContinuation) in
                     let action = state.withLock {
@@ -69,6 +70,7 @@ extension BoundedChannel {
         record(.waitStart, stamp)
         let slot: Int32
         do {
+            defer { ThreadSanitizer.acquireAfterResume() }  // the waiter's side of the hand-off (Support/ThreadSanitizer.swift)
             slot = try await withTaskCancellationHandler {
                 try await withUnsafeThrowingContinuation { (continuation: StateMachine.ReserveContinuation) in
                     let action = state.withLock {
@@ -116,6 +118,7 @@ extension BoundedChannel {
         record(.waitStart, stamp)
         let value: Element?
         do {
+            defer { ThreadSanitizer.acquireAfterResume() }  // the waiter's side of the hand-off (Support/ThreadSanitizer.swift)
             value = try await withTaskCancellationHandler {
                 try await withUnsafeThrowingContinuation { (continuation: StateMachine.ReceiveContinuation) in
                     let action = state.withLock {

@@ -83,7 +83,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
     /// This channel's id in the ledger.
     public let id: ResourceID
 
-    @usableFromInline let state: Mutex<StateMachine>
+    @usableFromInline let state: Lock<StateMachine>
     /// Whether event history is kept, so the inlined fast paths can skip it with one branch.
     @usableFromInline let recordsHistory: Bool
     /// The messages are permits, send slots or leases: sending one records it in transit, receiving
@@ -106,7 +106,7 @@ public final class BoundedChannel<Element: Sendable>: Sendable, HoldingTransferr
         self.name = name
         self.capacity = capacity
         self.ledger = ledger
-        self.state = Mutex(StateMachine(capacity: capacity, runtimeParentOffset: ledger.runtime.parentOffset))
+        self.state = Lock(StateMachine(capacity: capacity, runtimeParentOffset: ledger.runtime.parentOffset))
         self.id = ledger.nextResourceID()
         self.history = EventHistory(ledger: ledger, resource: id)
         self.recordsHistory = history != nil

@@ -40,15 +40,35 @@
 // deinitialiser and reported with the site that checked it out. When another task reads the lease's
 // connection, claims it, or returns it, the ledger records the move of ownership.
 //
-// Shutdown. `shutdown()` is idempotent. It fails every waiter with `FuturelockError.poolShutdown`,
-// closes the idle connections (awaiting their close callbacks), and makes every later checkout throw
-// `poolShutdown`. Leases still out stay usable; each one's connection is closed when it is returned.
-// A factory call in flight finishes, its connection is closed, and its checkout throws `poolShutdown`.
+// Maintenance. A connection past `maximumLifetime` is closed instead of being handed out or put back
+// idle. With a health check, an idle connection that has rested at least `healthCheckAfterIdle` is
+// checked, in the checkout's own task, before it is handed out; one that fails is closed and the
+// checkout carries on as if it had not been there. `run()`, the pool's maintenance loop (run it in
+// the service's task group or under service-lifecycle), closes idle connections beyond
+// `minimumConnections` after `idleTimeout`, closes expired and broken ones, and opens the minimum.
+// The pool works without it; it then only shrinks when checkouts meet expired connections.
 //
-// Locking. One `Mutex` per pool guards its state machine. Continuations are resumed, the factory and
-// the close callback called, and problems reported only after the lock is released. Close callbacks
-// of connections returned by synchronous calls (`release`, `returnBroken`, a dropped lease) run in a
-// new task, since those calls cannot wait.
+// Connection attempts. At most `maximumConcurrentConnectionAttempts` factory calls run at once. After
+// a failed attempt the next one waits an exponential back-off (with jitter); the waiting is done by the
+// checkout that will make the attempt, in its own task, and a success resets it. So a database outage
+// costs a handful of attempts per back-off period, not one per request, and every checkout that does
+// try gets the factory's error itself.
+//
+// Closing. No close runs in a task made for the purpose. A connection that must be closed (broken,
+// expired, returned after shutdown) keeps its unit of capacity and waits until a task that can wait
+// closes it: the next checkout that needs that unit (it closes, then creates a replacement — or, if
+// others queue, the head waiter does), `run()`, or `shutdown()`.
+//
+// Shutdown. `shutdown(gracePeriod:)` is idempotent. It fails every waiter with
+// `FuturelockError.poolShutdown` and makes every later checkout throw it; it closes the idle
+// connections, then waits for the leases still out, closing each connection as it comes back. When
+// the grace period runs out it closes the connections still leased (their leases' later returns are
+// ignored, and counted in `statistics.leasesRevoked`). It returns only once every connection the pool
+// opened has been closed — including one a factory call in flight returns after the shutdown (its
+// checkout closes it and throws `poolShutdown`). A second call waits for the same end.
+//
+// Locking. One `Mutex` per pool guards its state machine. Continuations are resumed, the factory, the
+// health check and the close callback called, and problems reported only after the lock is released.
 
 import Synchronization
 
@@ -59,37 +79,59 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
     public let name: String
     /// The most connections that exist at once (including those being created or closed).
     public let capacity: Int
+    /// Idle timeout, lifetime, health checks, connection attempts and back-off.
+    public let configuration: Configuration
     /// The ledger that records this pool's leases and waiters.
     public let ledger: Ledger
     /// This pool's id in the ledger.
     public let id: ResourceID
 
-    let state: Mutex<StateMachine>
+    let state: Lock<StateMachine>
     private let factory: @Sendable () async throws -> Connection
     private let closeConnection: @Sendable (Connection) async -> Void
+    private let healthCheck: (@Sendable (Connection) async -> Bool)?
     private let waiterSerial = Atomic<UInt64>(0)
     private let history: EventHistory?
+    /// Tasks in ``shutdown(gracePeriod:fileID:line:function:)`` waiting for a lease to come back or a
+    /// creation to end.
+    private let drainWaiters = Lock<[UInt64: UnsafeContinuation<Void, Never>]>([:])
+    /// Set once a shutdown starts: only then do events look for ``drainWaiters``.
+    private let shuttingDown = Atomic<Bool>(false)
 
-    /// Creates a pool. No connection is made until a checkout needs one.
+    /// Creates a pool. No connection is made until a checkout (or ``run()``, for
+    /// ``Configuration/minimumConnections``) needs one.
     ///
     /// - Parameters:
     ///   - name: A name a person recognises in a dump, e.g. `"postgres-primary"`.
     ///   - capacity: The most connections that exist at once; at least 1.
+    ///   - configuration: Idle timeout, lifetime, health checks, attempts and back-off; the defaults
+    ///     suit most services.
     ///   - ledger: Where leases and waits are recorded (defaults to the process-wide ledger).
     ///   - factory: Opens a connection. Runs outside the pool's lock, in the task of the checkout
-    ///     that needs the connection; what it throws is thrown by that checkout.
-    ///   - close: Closes a connection that is broken, or that is returned or idle after shutdown.
-    /// - Throws: ``FuturelockError/invalidCapacity(resource:value:)`` when `capacity < 1`.
-    public init(name: String, capacity: Int, ledger: Ledger = .shared,
+    ///     that needs the connection; what it throws is thrown by that checkout. Give it a connect
+    ///     timeout of its own: the pool never interrupts it.
+    ///   - close: Closes a connection that is broken, expired, or returned or idle after shutdown.
+    ///   - healthCheck: Tells whether an idle connection still works (e.g. a `SELECT 1`); `nil`
+    ///     checks nothing. See ``Configuration/healthCheckAfterIdle``.
+    /// - Throws: ``FuturelockError/invalidCapacity(resource:value:)`` when `capacity < 1`;
+    ///   ``FuturelockError/invalidConfiguration(resource:reason:)`` for a configuration that cannot work.
+    public init(name: String, capacity: Int, configuration: Configuration = .init(), ledger: Ledger = .shared,
                 factory: @escaping @Sendable () async throws -> Connection,
-                close: @escaping @Sendable (Connection) async -> Void = { _ in }) throws(FuturelockError) {
+                close: @escaping @Sendable (Connection) async -> Void = { _ in },
+                healthCheck: (@Sendable (Connection) async -> Bool)? = nil) throws(FuturelockError) {
         guard capacity >= 1 else { throw .invalidCapacity(resource: name, value: capacity) }
+        if let problem = configuration.problem(capacity: capacity) {
+            throw .invalidConfiguration(resource: name, reason: problem)
+        }
         self.name = name
         self.capacity = capacity
+        self.configuration = configuration
         self.ledger = ledger
         self.factory = factory
         self.closeConnection = close
-        self.state = Mutex(StateMachine(capacity: capacity, runtimeParentOffset: ledger.runtime.parentOffset))
+        self.healthCheck = healthCheck
+        self.state = Lock(StateMachine(capacity: capacity, configuration: configuration,
+                                        runtimeParentOffset: ledger.runtime.parentOffset))
         self.id = ledger.nextResourceID()
         self.history = EventHistory(ledger: ledger, resource: id)
         ledger.register(self, id: id)
@@ -97,12 +139,17 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
 
     deinit {
         ledger.unregister(id)
-        // Without a shutdown, idle connections would be dropped unclosed. Leases keep the pool alive,
-        // so by now every connection that exists is idle (or was abandoned mid-creation).
-        let idle = state.withLock { $0.shutdown()?.close ?? [] }
-        if !idle.isEmpty {
+        // Leases keep the pool alive, so by now every connection left is idle or waiting to be closed.
+        // Nobody can wait for a close any more: the one place the pool closes in a task of its own.
+        let left = state.withLock { machine -> [Connection] in
+            _ = machine.shutdown()
+            return machine.takeToClose()
+        }
+        if !left.isEmpty {
+            ledger.logger.warning(
+                "[Futurelock] pool '\(name)' was deinitialised with \(left.count) open connection(s); they are closed in the background. Call `await pool.shutdown()` before dropping a pool, so closing them is awaited.")
             let close = closeConnection
-            Task { for connection in idle { await close(connection) } }
+            Task { for connection in left { await close(connection) } }
         }
     }
 
@@ -114,12 +161,14 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
     public var idleCount: Int { state.withLock { $0.idle.count } }
     /// Connections checked out right now.
     public var leasedCount: Int { state.withLock { $0.held } }
-    /// Connections that exist right now: idle, leased, or being closed.
+    /// Connections that exist right now: idle, leased, waiting to be closed, or being closed.
     public var openCount: Int { state.withLock { $0.open } }
-    /// Factory calls in flight right now.
+    /// Factory calls in flight (or about to start) right now.
     public var creatingCount: Int { state.withLock { $0.creating } }
-    /// Whether ``shutdown()`` has been called.
+    /// Whether ``shutdown(gracePeriod:fileID:line:function:)`` has been called.
     public var isShutdown: Bool { state.withLock { $0.isShutdown } }
+    /// Counts since the pool was created: connection attempts, failures, closes.
+    public var statistics: Statistics { state.withLock { $0.statistics } }
 
     // MARK: - Checking out
 
@@ -136,30 +185,38 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
     }
 
     private func checkout(stamped stamp: OwnerStamp?) async throws -> Lease {
-        switch state.withLock({ $0.checkout(stamp) }) {
-        case .leased(let connection, let slot):
-            record(.grant, stamp)
-            return lease(connection, slot: slot, owner: stamp?.task)
-        case .create:
-            return try await create(stamp)
-        case .shutDown:
-            throw FuturelockError.poolShutdown(pool: name)
-        case .mustWait:
-            return try await checkoutSlow(stamp)
+        while true {
+            switch state.withLock({ $0.checkout(stamp, now: .now) }) {
+            case .leased(let handed):
+                record(.grant, stamp)
+                if let lease = try await deliver(handed, stamp) { return lease }
+            case .create(let notBefore):
+                return try await create(stamp, notBefore: notBefore)
+            case .replace(let connection, let notBefore):
+                await close(connection, stamp, keepRight: true)
+                return try await create(stamp, notBefore: notBefore)
+            case .shutDown:
+                throw FuturelockError.poolShutdown(pool: name)
+            case .mustWait:
+                if let lease = try await checkoutSlow(stamp) { return lease }
+            }
         }
     }
 
-    private func checkoutSlow(_ stamp: OwnerStamp?) async throws -> Lease {
+    /// A checkout that waits in line. `nil`: the idle connection it was handed failed its health
+    /// check; the caller starts over.
+    private func checkoutSlow(_ stamp: OwnerStamp?) async throws -> Lease? {
         // Taken before locking, as the channel does, so ids reach the queue in (nearly) increasing
         // order: the queue keeps waiters in id order and finds a cancelled one by binary search.
         let waiterID = waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
         record(.waitStart, stamp)
         let grant: StateMachine.Grant
         do {
+            defer { ThreadSanitizer.acquireAfterResume() }  // the waiter's side of the hand-off (Support/ThreadSanitizer.swift)
             grant = try await withTaskCancellationHandler {
                 try await withUnsafeThrowingContinuation { (continuation: StateMachine.Continuation) in
                     let action = state.withLock {
-                        $0.enqueue(id: waiterID, continuation, stamp: stamp, isCancelled: Task.isCancelled)
+                        $0.enqueue(id: waiterID, continuation, stamp: stamp, now: .now, isCancelled: Task.isCancelled)
                     }
                     switch action {
                     case .suspended: break
@@ -179,51 +236,74 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
             throw error
         }
         switch grant {
-        case .connection(let connection, let slot):
-            let lease = lease(connection, slot: slot, owner: stamp?.task)
+        case .connection(let handed):
             if Task.isCancelled {
                 // Handed over, but the caller has stopped wanting it: pass it on.
-                lease.release()
+                lease(handed, owner: stamp?.task).release()
                 record(.cancelled, stamp)
                 throw CancellationError()
             }
             record(.waitEnd, stamp)
-            return lease
-        case .create:
-            switch state.withLock({ $0.startCreation(isCancelled: Task.isCancelled) }) {
-            case .proceed:
-                record(.waitEnd, stamp)
-                return try await create(stamp)
-            case .shutDown:
-                throw FuturelockError.poolShutdown(pool: name)
-            case .cancelled(let next):
-                next?.resume(returning: .create)
-                record(.cancelled, stamp)
-                throw CancellationError()
-            }
+            return try await deliver(handed, stamp)
+        case .create(let notBefore):
+            record(.waitEnd, stamp)
+            return try await create(stamp, notBefore: notBefore)
+        case .replace(let connection, let notBefore):
+            record(.waitEnd, stamp)
+            await close(connection, stamp, keepRight: true)
+            return try await create(stamp, notBefore: notBefore)
         }
     }
 
-    /// Runs the factory for a checkout that holds a reserved unit of capacity.
-    private func create(_ stamp: OwnerStamp?) async throws -> Lease {
+    /// Makes the lease of a handed-out connection, after the health check if it rested long enough.
+    /// `nil` when it failed the check (it is closed, or left for the waiters to replace).
+    private func deliver(_ handed: StateMachine.Handed, _ stamp: OwnerStamp?) async throws -> Lease? {
+        // `idleFor` is zero for a connection straight from another lease or the factory: not checked.
+        guard let healthCheck, handed.idleFor > .zero, handed.idleFor >= configuration.healthCheckAfterIdle else {
+            return lease(handed, owner: stamp?.task)
+        }
+        if await healthCheck(handed.connection) { return lease(handed, owner: stamp?.task) }
+        let action = state.withLock { $0.failedHealthCheck(slot: handed.slot, lease: handed.id, now: .now) }
+        record(.release, stamp)
+        perform(action)
+        try Task.checkCancellation()
+        return nil
+    }
+
+    /// Runs the factory for a checkout that holds a reserved unit of capacity — after the back-off,
+    /// if attempts have been failing.
+    private func create(_ stamp: OwnerStamp?, notBefore: ContinuousClock.Instant?) async throws -> Lease {
+        if let notBefore {
+            // The back-off is waited for in this task; a cancellation ends it and passes the right on.
+            try? await Task.sleep(until: notBefore, clock: .continuous)
+        }
+        switch state.withLock({ $0.startCreation(isCancelled: Task.isCancelled, now: .now) }) {
+        case .proceed: break
+        case .shutDown:
+            wakeDrainWaiters()
+            throw FuturelockError.poolShutdown(pool: name)
+        case .cancelled(let wakes):
+            resume(wakes)
+            record(.cancelled, stamp)
+            throw CancellationError()
+        }
         let connection: Connection
         do {
             connection = try await factory()
         } catch {
-            // The capacity goes to the head waiter as a right to create, or back to the pool.
-            state.withLock { $0.abandonCreation() }?.resume(returning: .create)
+            // The capacity goes to the head waiter as a right to create (after the back-off), or back
+            // to the pool.
+            resume(state.withLock { $0.creationFailed(now: .now, jitter: Double.random(in: -1...1)) })
             throw error
         }
         let cancelled = Task.isCancelled
-        switch state.withLock({ $0.creationSucceeded(connection, stamp: stamp, isCancelled: cancelled) }) {
-        case .leased(let slot):
+        switch state.withLock({ $0.creationSucceeded(connection, stamp: stamp, now: .now, isCancelled: cancelled) }) {
+        case .leased(let handed, let wakes):
+            resume(wakes)
             record(.grant, stamp)
-            return lease(connection, slot: slot, owner: stamp?.task)
-        case .keptForOthers(let handOff):
-            if let (continuation, slot, waiter) = handOff {
-                record(.handoff, waiter)
-                continuation.resume(returning: .connection(connection, slot))
-            }
+            return lease(handed, owner: stamp?.task)
+        case .keptForOthers(let wakes):
+            resume(wakes)
             record(.cancelled, stamp)
             throw CancellationError()
         case .close(let connection):
@@ -232,21 +312,22 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         }
     }
 
-    /// Takes an idle connection if there is one and nobody is waiting; never suspends and never
-    /// creates a connection.
+    /// Takes an idle connection if there is one and nobody is waiting; never suspends, never creates
+    /// a connection and never runs the health check.
     public func tryCheckout(fileID: StaticString = #fileID, line: UInt = #line,
                             function: StaticString = #function) -> Lease? {
         let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
-        guard let (connection, slot) = state.withLock({ $0.tryCheckout(stamp) }) else { return nil }
+        guard let handed = state.withLock({ $0.tryCheckout(stamp, now: .now) }) else { return nil }
         record(.grant, stamp)
-        return lease(connection, slot: slot, owner: stamp?.task)
+        return lease(handed, owner: stamp?.task)
     }
 
     /// Waits for a connection, but gives up after `timeout`.
     ///
     /// The wait runs in a child task raced against a timer; a connection granted just as the timer
     /// fires is still returned (never parked in the abandoned child), and the lease is claimed by the
-    /// calling task before it is returned.
+    /// calling task before it is returned. The timeout is an upper bound: the factory's error, or
+    /// the pool's shutdown, ends the wait at once.
     ///
     /// - Throws: ``FuturelockError/timedOut(resource:after:)`` (nothing is held),
     ///   ``FuturelockError/invalidTimeout(resource:timeout:)`` for a negative timeout, the factory's
@@ -281,6 +362,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
             result = try await body(lease.heldConnection)
         } catch let broken as BrokenConnection {
             lease.returnBroken(fileID: fileID, line: line, function: function)
+            await closePending()
             throw broken.cause
         } catch {
             lease.release(fileID: fileID, line: line, function: function)
@@ -290,58 +372,169 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         return result
     }
 
+    // MARK: - Maintenance
+
+    /// The pool's maintenance loop: every ``Configuration/maintenanceInterval`` it closes idle
+    /// connections past the idle timeout (beyond the minimum) or their lifetime, closes broken ones
+    /// waiting to be closed, and opens connections up to ``Configuration/minimumConnections``
+    /// (respecting the back-off). Run it for the pool's lifetime — in the service's task group, or
+    /// as a service under service-lifecycle; it returns when its task is cancelled or the pool has
+    /// shut down. The pool works without it, but then does not shrink while idle or warm up.
+    public func run() async {
+        while !Task.isCancelled, !isShutdown {
+            await maintain()
+            try? await Task.sleep(for: configuration.maintenanceInterval)
+        }
+    }
+
+    /// One maintenance pass (what ``run()`` does each interval).
+    func maintain() async {
+        let expired = state.withLock { $0.takeExpiredIdle(now: .now) }
+        await closeAll(expired, nil)
+        await closePending()
+        while state.withLock({ $0.reserveWarmup(now: .now) }) {
+            do {
+                let connection = try await factory()
+                let (close, wakes) = state.withLock { $0.warmupSucceeded(connection, now: .now) }
+                resume(wakes)
+                if let close { await self.close(close, nil) }
+            } catch {
+                resume(state.withLock { $0.creationFailed(now: .now, jitter: Double.random(in: -1...1)) })
+                break
+            }
+        }
+    }
+
+    /// Closes the connections waiting to be closed, in this task.
+    private func closePending() async {
+        let pending = state.withLock { $0.takeToClose() }
+        await closeAll(pending, nil)
+    }
+
+    private func closeAll(_ connections: [Connection], _ stamp: OwnerStamp?) async {
+        guard !connections.isEmpty else { return }
+        if connections.count == 1 {
+            await close(connections[0], stamp)
+            return
+        }
+        await withDiscardingTaskGroup { group in
+            for connection in connections {
+                group.addTask { await self.close(connection, stamp) }
+            }
+        }
+    }
+
     // MARK: - Shutdown
 
-    /// Shuts the pool down: waiters fail with ``FuturelockError/poolShutdown(pool:)``, idle
-    /// connections are closed (this call waits for their close callbacks), and later checkouts throw
-    /// `poolShutdown`. Leases still out stay usable; their connections are closed when returned.
-    /// Calling it again does nothing.
-    public func shutdown(fileID: StaticString = #fileID, line: UInt = #line,
+    /// Shuts the pool down and returns once every connection it opened has been closed.
+    ///
+    /// Waiters fail with ``FuturelockError/poolShutdown(pool:)`` at once, and so does every later
+    /// checkout. Idle connections are closed. Leases still out stay usable for up to `gracePeriod`;
+    /// each one's connection is closed as it comes back. When the grace period is over, the
+    /// connections still leased are closed under their users (returning those leases later does
+    /// nothing; ``Statistics/leasesRevoked`` counts them). A factory call in flight finishes, its
+    /// connection is closed, and its checkout throws `poolShutdown`; shutdown waits for that too — give
+    /// your factory a connect timeout. Calling it again (or concurrently) waits for the same end.
+    /// If the calling task is cancelled, the grace period ends at once.
+    public func shutdown(gracePeriod: Duration = .seconds(30), fileID: StaticString = #fileID, line: UInt = #line,
                          function: StaticString = #function) async {
-        guard let action = state.withLock({ $0.shutdown() }) else { return }
+        let deadline = ContinuousClock.now.advanced(by: max(gracePeriod, .zero))
         let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
-        record(.close, stamp)
-        for continuation in action.fail {
-            continuation.resume(throwing: FuturelockError.poolShutdown(pool: name))
+        shuttingDown.store(true, ordering: .releasing)
+        if let action = state.withLock({ $0.shutdown() }) {
+            record(.close, stamp)
+            for continuation in action.fail {
+                continuation.resume(throwing: FuturelockError.poolShutdown(pool: name))
+            }
         }
-        for connection in action.close {
-            await close(connection, stamp)
+        while true {
+            await closeAll(state.withLock { $0.takeToClose() }, stamp)
+            if state.withLock({ $0.isDrained }) { break }
+            if ContinuousClock.now >= deadline || Task.isCancelled {
+                let revoked = state.withLock { $0.revokeLeases() }
+                if !revoked.isEmpty {
+                    ledger.logger.warning(
+                        "[Futurelock] pool '\(name)': shutdown grace period over; closing \(revoked.count) connection(s) still leased.")
+                }
+                await closeAll(revoked, stamp)
+            }
+            if state.withLock({ $0.isDrained }) { break }
+            await waitForChange(until: deadline)
         }
+        wakeDrainWaiters()
+    }
+
+    /// Waits until a lease comes back, a creation ends or a close finishes — or until `deadline`.
+    private func waitForChange(until deadline: ContinuousClock.Instant) async {
+        let ticket = waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+            }
+            group.addTask {
+                await withTaskCancellationHandler {
+                    await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                        // Registered under the pool's lock, so a change made after the check above
+                        // and before this point is not missed: it is re-checked here.
+                        let resumeNow = self.state.withLock { machine -> Bool in
+                            if machine.toCloseIsEmpty && !machine.isDrained && !Task.isCancelled {
+                                self.drainWaiters.withLock { $0[ticket] = continuation }
+                                return false
+                            }
+                            return true
+                        }
+                        if resumeNow { continuation.resume() }
+                    }
+                } onCancel: {
+                    self.drainWaiters.withLock { $0.removeValue(forKey: ticket) }?.resume()
+                }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Wakes tasks in `shutdown` waiting for a change.
+    private func wakeDrainWaiters() {
+        guard shuttingDown.load(ordering: .acquiring) else { return }
+        let waiting = drainWaiters.withLock { waiters -> [UnsafeContinuation<Void, Never>] in
+            guard !waiters.isEmpty else { return [] }
+            defer { waiters.removeAll() }
+            return Array(waiters.values)
+        }
+        for continuation in waiting { continuation.resume() }
     }
 
     // MARK: - Returning (called by Lease)
 
-    func release(slot: Int32, connection: Connection, fileID: StaticString, line: UInt,
-                 function: StaticString) {
+    func release(slot: Int32, lease id: UInt64, fileID: StaticString, line: UInt, function: StaticString) {
         let releaser = stampIfTracked(slot, fileID: fileID, line: line, function: function)
         let (action, moved) = state.withLock { machine -> (StateMachine.ReleaseAction, Bool) in
             let moved = releaser.map { machine.transfer(slot: slot, to: $0.task, node: $0.node) != nil } ?? false
-            return (machine.release(slot: slot, connection: connection), moved)
+            return (machine.release(slot: slot, lease: id, now: .now), moved)
         }
         if moved { record(.transfer, releaser) }
         record(.release, releaser)
-        perform(action, releaser)
+        perform(action)
     }
 
-    func returnBroken(slot: Int32, connection: Connection, fileID: StaticString, line: UInt,
-                      function: StaticString) {
+    func returnBroken(slot: Int32, lease id: UInt64, fileID: StaticString, line: UInt, function: StaticString) {
         let releaser = stampIfTracked(slot, fileID: fileID, line: line, function: function)
-        let moved = state.withLock { machine -> Bool in
+        let (action, moved) = state.withLock { machine -> (StateMachine.ReleaseAction, Bool) in
             let moved = releaser.map { machine.transfer(slot: slot, to: $0.task, node: $0.node) != nil } ?? false
-            machine.releaseBroken(slot: slot)
-            return moved
+            return (machine.releaseBroken(slot: slot, lease: id, now: .now), moved)
         }
         if moved { record(.transfer, releaser) }
         record(.release, releaser)
-        closeInBackground(connection, releaser)
+        perform(action)
     }
 
-    /// A lease on `connection`, its address recorded with the holding of `slot`.
-    private func lease(_ connection: Connection, slot: Int32, owner: TaskID?) -> Lease {
-        let lease = Lease(pool: self, connection: connection, slot: slot, owner: owner)
-        if slot != StateMachine.untrackedSlot {
+    /// A lease on a handed-out connection, its address recorded with the holding of its slot.
+    private func lease(_ handed: StateMachine.Handed, owner: TaskID?) -> Lease {
+        let lease = Lease(pool: self, connection: handed.connection, slot: handed.slot, id: handed.id, owner: owner)
+        if handed.slot != StateMachine.untrackedSlot {
             let address = objectAddress(lease)
-            state.withLock { $0.noteObject(address, slot: slot) }
+            state.withLock { $0.noteObject(address, slot: handed.slot) }
         }
         return lease
     }
@@ -355,12 +548,14 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
                                    function: function)
     }
 
-    func releaseDropped(slot: Int32, connection: Connection) {
+    func releaseDropped(slot: Int32, lease leaseID: UInt64) {
         let (entry, action) = state.withLock { machine in
-            (machine.holding(slot), machine.release(slot: slot, connection: connection))
+            (machine.holding(slot), machine.release(slot: slot, lease: leaseID, now: .now))
         }
-        perform(action, nil)
-        ledger.reportDropped(resource: id, name: name, kind: .connection, entry: entry)
+        perform(action)
+        if case .returned = action {
+            ledger.reportDropped(resource: id, name: name, kind: .connection, entry: entry)
+        }
     }
 
     // MARK: - Helpers
@@ -371,27 +566,25 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         return ledger.stamp(fileID: fileID, line: line, function: function)
     }
 
-    private func perform(_ action: StateMachine.ReleaseAction, _ stamp: OwnerStamp?) {
-        switch action {
-        case .idled:
-            break
-        case .handOff(let continuation, let grant, let waiter):
-            record(.handoff, waiter)
-            continuation.resume(returning: grant)
-        case .close(let connection):
-            closeInBackground(connection, stamp)
-        }
+    private func perform(_ action: StateMachine.ReleaseAction) {
+        if case .returned(let wakes) = action { resume(wakes) }
     }
 
-    /// Closes a connection, then frees its unit of capacity (to the head waiter as a right to create).
-    private func close(_ connection: Connection, _ stamp: OwnerStamp?) async {
+    /// Resumes the waiters an event served, and wakes a shutdown waiting for a change.
+    private func resume(_ wakes: [StateMachine.Wake]) {
+        for wake in wakes {
+            if case .connection = wake.grant { record(.handoff, wake.stamp) }
+            wake.continuation.resume(returning: wake.grant)
+        }
+        wakeDrainWaiters()
+    }
+
+    /// Closes a connection, then frees its unit of capacity: to the waiters, or — with `keepRight`
+    /// — to this task, which closed it to replace it.
+    private func close(_ connection: Connection, _ stamp: OwnerStamp?, keepRight: Bool = false) async {
         await closeConnection(connection)
         record(.close, stamp)
-        state.withLock { $0.closeFinished() }?.resume(returning: .create)
-    }
-
-    private func closeInBackground(_ connection: Connection, _ stamp: OwnerStamp?) {
-        Task { await self.close(connection, stamp) }
+        resume(state.withLock { $0.closeFinished(now: .now, keepRight: keepRight) })
     }
 
     @inline(__always)

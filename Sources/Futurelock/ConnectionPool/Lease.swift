@@ -14,15 +14,18 @@ extension ConnectionPool {
         public let pool: ConnectionPool
         let heldConnection: Connection
         let slot: Int32
+        /// The pool's number for this lease (how the pool tells a return from one it no longer expects).
+        let id: UInt64
         /// The task the ledger last recorded as the owner (raw id), so reading ``connection`` from
         /// the owner costs a task-id read and an atomic load, and from another task records the move.
         private let owner: Atomic<UInt64>
         private let returned = Atomic<Bool>(false)
 
-        init(pool: ConnectionPool, connection: Connection, slot: Int32, owner: TaskID?) {
+        init(pool: ConnectionPool, connection: Connection, slot: Int32, id: UInt64, owner: TaskID?) {
             self.pool = pool
             self.heldConnection = connection
             self.slot = slot
+            self.id = id
             self.owner = Atomic(owner?.rawValue ?? 0)
         }
 
@@ -43,7 +46,9 @@ extension ConnectionPool {
         public var isReleased: Bool { returned.load(ordering: .acquiring) }
 
         /// Gives the healthy connection back: to the first waiter if anyone waits, otherwise to the
-        /// idle set (or to its close callback, if the pool has been shut down).
+        /// idle set (or to be closed, if it is past its lifetime or the pool has been shut down). After
+        /// a shutdown's grace period has run out, the connection was already closed and taken back:
+        /// the return is then ignored.
         ///
         /// Returning twice does not return two connections: the second call is ignored and reported
         /// to the ledger as a double release. Use ``releaseChecked(fileID:line:function:)`` to get an
@@ -54,7 +59,7 @@ extension ConnectionPool {
                 pool.reportDoubleRelease(slot: slot, fileID: fileID, line: line, function: function)
                 return
             }
-            pool.release(slot: slot, connection: heldConnection, fileID: fileID, line: line, function: function)
+            pool.release(slot: slot, lease: id, fileID: fileID, line: line, function: function)
         }
 
         /// Like ``release(fileID:line:function:)``, but a second return throws
@@ -65,11 +70,13 @@ extension ConnectionPool {
                 pool.reportDoubleRelease(slot: slot, fileID: fileID, line: line, function: function)
                 throw .alreadyReleased(resource: pool.name)
             }
-            pool.release(slot: slot, connection: heldConnection, fileID: fileID, line: line, function: function)
+            pool.release(slot: slot, lease: id, fileID: fileID, line: line, function: function)
         }
 
-        /// Gives the connection back as broken: it is closed with the pool's close callback (in a new
-        /// task) and, once closed, its capacity is freed — the first waiter then creates a new one.
+        /// Gives the connection back as broken: it is closed with the pool's close callback and, once
+        /// closed, its capacity is freed. The close is done by a task that can wait for it: the next
+        /// checkout that needs the capacity (it closes, then creates a replacement), the pool's
+        /// ``ConnectionPool/run()`` loop, or ``ConnectionPool/shutdown(gracePeriod:fileID:line:function:)``.
         ///
         /// After a release, this is a double release: ignored and reported.
         public func returnBroken(fileID: StaticString = #fileID, line: UInt = #line,
@@ -78,8 +85,7 @@ extension ConnectionPool {
                 pool.reportDoubleRelease(slot: slot, fileID: fileID, line: line, function: function)
                 return
             }
-            pool.returnBroken(slot: slot, connection: heldConnection, fileID: fileID, line: line,
-                              function: function)
+            pool.returnBroken(slot: slot, lease: id, fileID: fileID, line: line, function: function)
         }
 
         /// Like ``returnBroken(fileID:line:function:)``, but returning an already returned lease
@@ -90,8 +96,7 @@ extension ConnectionPool {
                 pool.reportDoubleRelease(slot: slot, fileID: fileID, line: line, function: function)
                 throw .alreadyReleased(resource: pool.name)
             }
-            pool.returnBroken(slot: slot, connection: heldConnection, fileID: fileID, line: line,
-                              function: function)
+            pool.returnBroken(slot: slot, lease: id, fileID: fileID, line: line, function: function)
         }
 
         /// Records that the calling task now owns this lease (after it was passed from another task).
@@ -114,7 +119,7 @@ extension ConnectionPool {
 
         deinit {
             if !returned.load(ordering: .acquiring) {
-                pool.releaseDropped(slot: slot, connection: heldConnection)
+                pool.releaseDropped(slot: slot, lease: id)
             }
         }
     }

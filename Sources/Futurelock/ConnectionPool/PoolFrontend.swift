@@ -161,12 +161,13 @@ public final class PoolFrontend<Connection: Sendable>: Sendable {
             claim: { $0.claim(fileID: fileID, line: line, function: function) })
     }
 
-    /// Closes the request channel, then shuts the pool down (see ``ConnectionPool/shutdown(fileID:line:function:)``).
-    /// Calling it again does nothing more.
-    public func shutdown(fileID: StaticString = #fileID, line: UInt = #line,
+    /// Closes the request channel, then shuts the pool down, waiting up to `gracePeriod` for leases
+    /// still out (see ``ConnectionPool/shutdown(gracePeriod:fileID:line:function:)``). Calling it again
+    /// waits for the same end.
+    public func shutdown(gracePeriod: Duration = .seconds(30), fileID: StaticString = #fileID, line: UInt = #line,
                          function: StaticString = #function) async {
         requests.close(fileID: fileID, line: line, function: function)
-        await pool.shutdown(fileID: fileID, line: line, function: function)
+        await pool.shutdown(gracePeriod: gracePeriod, fileID: fileID, line: line, function: function)
     }
 
     private func awaitReply(_ reply: CheckoutReply, fileID: StaticString, line: UInt,
@@ -198,7 +199,7 @@ extension PoolFrontend {
         private enum Delivery { case resume(Continuation), giveBack, none }
         private enum Next { case suspend, resume(Result<Lease, any Error>) }
 
-        private let state = Mutex<State>(.empty)
+        private let state = Lock<State>(.empty)
 
         /// Delivers the loop's answer (exactly once per request).
         func fulfill(_ result: Result<Lease, any Error>) {
@@ -227,7 +228,8 @@ extension PoolFrontend {
         /// Waits for the answer. Cancellation abandons the slot (the lease, if one comes, is
         /// released by ``fulfill(_:)``) and throws `CancellationError`.
         func wait() async throws -> Lease {
-            try await withTaskCancellationHandler {
+            defer { ThreadSanitizer.acquireAfterResume() }  // the waiter's side of the hand-off (Support/ThreadSanitizer.swift)
+            return try await withTaskCancellationHandler {
                 try await withUnsafeThrowingContinuation { (continuation: Continuation) in
                     let next = state.withLock { state -> Next in
                         switch state {

@@ -25,14 +25,14 @@ struct EventRing {
 
 /// The event history of one resource, allocated only when the ledger keeps history.
 final class EventHistory: Sendable {
-    private let ring: Mutex<EventRing>
+    private let ring: Lock<EventRing>
     let ledger: Ledger
     let resource: ResourceID
 
     init?(ledger: Ledger, resource: ResourceID) {
         let size = ledger.isEnabled ? ledger.configuration.eventHistoryPerResource : 0
         guard size > 0 else { return nil }
-        self.ring = Mutex(EventRing(capacity: size))
+        self.ring = Lock(EventRing(capacity: size))
         self.ledger = ledger
         self.resource = resource
     }

@@ -66,10 +66,10 @@ public final class Ledger: Sendable {
     private let backtraceCounter = Atomic<Int>(0)
     private let resourceSerial = Atomic<UInt64>(0)
     private let eventSerial = Atomic<UInt64>(0)
-    private let registry = Mutex<[UInt64: UnownedTracked]>([:])
-    private let problemLog = Mutex<[LedgerProblem]>([])
+    private let registry = Lock<[UInt64: UnownedTracked]>([:])
+    private let problemLog = Lock<[LedgerProblem]>([])
     private let problemCount = Atomic<Int>(0)
-    private let logger: Logger
+    let logger: Logger
 
     /// Creates a ledger.
     public convenience init(configuration: Configuration = Configuration(),

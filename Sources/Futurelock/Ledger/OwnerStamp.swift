@@ -79,7 +79,7 @@ enum BacktraceCapture {
     /// The most distinct backtraces kept (about 300 bytes each).
     static let limit = 65_536
 
-    private static let table = Mutex<[[UInt]: Unmanaged<CapturedBacktrace>]>([:])
+    private static let table = Lock<[[UInt]: Unmanaged<CapturedBacktrace>]>([:])
 
     /// Captures the caller's stack (dropping the innermost `skip` frames) and returns the interned copy.
     @inline(never)

@@ -79,6 +79,14 @@ extension Semaphore {
             if isCancelled { return .resumeCancelled(continuation) }
             if count > capacity { return .resumeExceedsCapacity(continuation, capacity: capacity) }
             if let slot = tryAcquire(stamp, count: count) { return .resumeGranted(continuation, slot) }
+            // A waiter takes its id before it locks, and its id is its place in line: one that reaches
+            // the lock after a waiter with a larger id goes ahead of it. If that makes it the head, and
+            // its permits are free (the old head asks for more than are free), it is granted now —
+            // otherwise it would wait for a release although first in line with its permits free.
+            if count <= available, let head = waiters.firstID, id < head {
+                available -= count
+                return .resumeGranted(continuation, grant(stamp, count: count))
+            }
             waiters.append(id, Waiter(continuation: continuation, stamp: stamp, count: count))
             return .suspended
         }

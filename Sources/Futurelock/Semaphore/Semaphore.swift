@@ -43,7 +43,7 @@ public final class Semaphore: Sendable, HoldingTransferring {
     /// This semaphore's id in the ledger.
     public let id: ResourceID
 
-    let state: Mutex<StateMachine>
+    let state: Lock<StateMachine>
     private let waiterSerial = Atomic<UInt64>(0)
     private let history: EventHistory?
 
@@ -59,7 +59,7 @@ public final class Semaphore: Sendable, HoldingTransferring {
         guard permits >= 1, permits <= Self.maxPermits else { throw .invalidCapacity(resource: name, value: permits) }
         self.name = name
         self.ledger = ledger
-        self.state = Mutex(StateMachine(capacity: permits, runtimeParentOffset: ledger.runtime.parentOffset))
+        self.state = Lock(StateMachine(capacity: permits, runtimeParentOffset: ledger.runtime.parentOffset))
         self.id = ledger.nextResourceID()
         self.history = EventHistory(ledger: ledger, resource: id)
         ledger.register(self, id: id)
@@ -147,6 +147,7 @@ public final class Semaphore: Sendable, HoldingTransferring {
         record(.waitStart, stamp)
         let slot: Int32
         do {
+            defer { ThreadSanitizer.acquireAfterResume() }  // the waiter's side of the hand-off (Support/ThreadSanitizer.swift)
             slot = try await withTaskCancellationHandler {
                 try await withUnsafeThrowingContinuation { (continuation: StateMachine.Continuation) in
                     let action = state.withLock {

@@ -32,7 +32,7 @@ enum RuntimeInspection {
         case failed(String)
     }
 
-    static let status = Mutex<Status>(.notStarted)
+    static let status = Lock<Status>(.notStarted)
 
     /// The self-test, started on first use.
     static let selfTest: Task<Status, Never> = Task.detached {

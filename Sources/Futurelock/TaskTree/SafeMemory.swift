@@ -13,11 +13,11 @@ import Synchronization
 /// of words.
 enum SafeMemory {
     #if os(Linux)
-    private static let pipe: Mutex<(read: Int32, write: Int32)?> = {
+    private static let pipe: Lock<(read: Int32, write: Int32)?> = {
         var ends: [Int32] = [0, 0]
-        guard Glibc.pipe(&ends) == 0 else { return Mutex(nil) }
+        guard Glibc.pipe(&ends) == 0 else { return Lock(nil) }
         for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
-        return Mutex((ends[0], ends[1]))
+        return Lock((ends[0], ends[1]))
     }()
 
     /// Whether reads can be made at all.

@@ -57,6 +57,14 @@ struct WaiterQueue<Payload> {
         entries.insert(entry, at: index)
     }
 
+    /// The id of the head waiter, or `nil` if none queues.
+    @inlinable
+    var firstID: UInt64? {
+        guard count > 0 else { return nil }
+        for entry in entries where entry.payload != nil { return entry.id }
+        return nil
+    }
+
     /// The head waiter (the one that has waited longest), or `nil` if none queues.
     @inlinable
     var first: Payload? {

@@ -76,7 +76,7 @@ public final class Watchdog: Sendable {
     public let configuration: Configuration
     private let logger: Logger
     private let handler: (@Sendable (Report) -> Void)?
-    private let state = Mutex<State>(State())
+    private let state = Lock<State>(State())
 
     private struct State {
         var previous: LedgerSnapshot?

@@ -5,7 +5,7 @@ import Synchronization
 /// use to stop a task between "its continuation was resumed" and "it ran again".
 final class ManualExecutor: TaskExecutor, @unchecked Sendable {
     // `jobs` is only touched under its mutex; UnownedJob is a plain reference to a runtime job.
-    private let jobs = Mutex<[UnownedJob]>([])
+    private let jobs = Lock<[UnownedJob]>([])
 
     func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
@@ -34,7 +34,7 @@ final class ManualExecutor: TaskExecutor, @unchecked Sendable {
 
 /// A one-shot gate: tasks wait until the test opens it.
 final class Gate: Sendable {
-    private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    private let state = Lock<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     func wait() async {
         await withCheckedContinuation { continuation in
@@ -66,8 +66,8 @@ func eventually(_ condition: () -> Bool) async {
 
 /// A value shared between test tasks under a lock (a class, so escaping closures can capture it).
 final class Locked<Value: Sendable>: Sendable {
-    private let storage: Mutex<Value>
-    init(_ value: Value) { storage = Mutex(value) }
+    private let storage: Lock<Value>
+    init(_ value: Value) { storage = Lock(value) }
     func withLock<R: Sendable>(_ body: (inout sending Value) -> sending R) -> R { storage.withLock(body) }
     var value: Value { storage.withLock { $0 } }
 }
