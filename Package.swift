@@ -76,13 +76,24 @@ let package = Package(
             path: "Sources/futurelock",
             swiftSettings: strict
         ),
+        // The plain, uninstrumented Mutex+Deque design the benchmark measures ours against.
+        .target(
+            name: "PlainReference",
+            dependencies: [.product(name: "DequeModule", package: "swift-collections")],
+            path: "Tests/Benchmarks/PlainReference",
+            // Built with cross-module optimisation, so its generic code is specialised in the
+            // benchmark as a hand-written design in one's own module would be.
+            swiftSettings: strict + [.unsafeFlags(["-cross-module-optimization"])]
+        ),
         .executableTarget(
             name: "FuturelockBenchmarks",
             dependencies: [
                 "Futurelock",
+                "PlainReference",
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
             ],
             path: "Tests/Benchmarks",
+            exclude: ["PlainReference"],
             swiftSettings: strict
         ),
         .testTarget(

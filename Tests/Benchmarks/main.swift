@@ -24,6 +24,7 @@
 import AsyncAlgorithms
 import Foundation
 @_spi(Benchmarks) import Futurelock
+import PlainReference
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -224,6 +225,17 @@ enum FuturelockBench {
         return Sample(ops: ops, nanoseconds: nowNanoseconds() - start)
     }
 
+    /// The scoped form: `withPermit` around an empty body (no `Permit` object is made).
+    static func semaphoreWithPermit(_ mode: LedgerMode, ops: Int) async throws -> Sample {
+        let semaphore = try Semaphore(name: "bench-with-permit", permits: 1, ledger: mode.make())
+        var count = 0
+        let start = nowNanoseconds()
+        for _ in 0..<ops {
+            try await semaphore.withPermit { count &+= 1 }
+        }
+        return Sample(ops: ops, nanoseconds: nowNanoseconds() - start, checksum: count)
+    }
+
     static func semaphoreTryAcquire(_ mode: LedgerMode, ops: Int) throws -> Sample {
         let semaphore = try Semaphore(name: "bench-try", permits: 1, ledger: mode.make())
         var granted = 0
@@ -278,6 +290,70 @@ enum FuturelockBench {
             var sum = 0
             for _ in 0..<total {
                 guard let value = try await channel.receive() else { break }
+                sum &+= value
+            }
+            try await group.waitForAll()
+            return sum
+        }
+        return Sample(ops: total, nanoseconds: nowNanoseconds() - start, checksum: sum)
+    }
+}
+
+// MARK: - Benchmarks: the plain Mutex+Deque reference design
+
+/// The same workloads on `PlainReference`: what an uninstrumented FIFO design costs on this runtime.
+enum PlainBench {
+    static func semaphoreUncontended(ops: Int) async throws -> Sample {
+        let semaphore = PlainSemaphore(permits: 1)
+        let start = nowNanoseconds()
+        for _ in 0..<ops {
+            try await semaphore.acquire()
+            semaphore.release()
+        }
+        return Sample(ops: ops, nanoseconds: nowNanoseconds() - start)
+    }
+
+    static func semaphoreContended(tasks: Int, rounds: Int) async throws -> Sample {
+        let semaphore = PlainSemaphore(permits: 1)
+        let start = nowNanoseconds()
+        try await withThrowingDiscardingTaskGroup { group in
+            for _ in 0..<tasks {
+                group.addTask {
+                    for _ in 0..<rounds {
+                        try await semaphore.acquire()
+                        semaphore.release()
+                    }
+                }
+            }
+        }
+        return Sample(ops: tasks * rounds, nanoseconds: nowNanoseconds() - start)
+    }
+
+    static func channelUncontended(ops: Int) async throws -> Sample {
+        let channel = PlainChannel<Int>(capacity: 1)
+        var sum = 0
+        let start = nowNanoseconds()
+        for i in 0..<ops {
+            try await channel.send(i)
+            if let value = await channel.receive() { sum &+= value }
+        }
+        return Sample(ops: ops, nanoseconds: nowNanoseconds() - start, checksum: sum)
+    }
+
+    static func channelThroughput(capacity: Int, producers: Int, messages: Int) async throws -> Sample {
+        let channel = PlainChannel<Int>(capacity: capacity)
+        let perProducer = messages / producers
+        let total = perProducer * producers
+        let start = nowNanoseconds()
+        let sum = try await withThrowingTaskGroup(of: Void.self, returning: Int.self) { group in
+            for _ in 0..<producers {
+                group.addTask {
+                    for i in 0..<perProducer { try await channel.send(i) }
+                }
+            }
+            var sum = 0
+            for _ in 0..<total {
+                guard let value = await channel.receive() else { break }
                 sum &+= value
             }
             try await group.waitForAll()
@@ -387,6 +463,7 @@ enum Suite {
     static let off = LedgerMode.off.rawValue
     static let mpsc = "MPSC channel"
     static let asyncChannel = "AsyncChannel"
+    static let plain = "plain Mutex+Deque"
 
     static func scenarios(_ config: Config) -> [Scenario] {
         var scenarios: [Scenario] = []
@@ -395,7 +472,14 @@ enum Suite {
             key: "sem-uncontended", title: "1. Semaphore acquire()+release(), uncontended", metric: .nsPerOp,
             variants: [LedgerMode.on, .off].map { mode in
                 Variant(name: mode.rawValue) { try await FuturelockBench.semaphoreUncontended(mode, ops: semOps) }
-            }, reps: config.semaphoreReps))
+            } + [Variant(name: plain) { try await PlainBench.semaphoreUncontended(ops: semOps) }],
+            reps: config.semaphoreReps))
+        scenarios.append(Scenario(
+            key: "sem-with-permit", title: "1a. Semaphore withPermit { }, uncontended", metric: .nsPerOp,
+            variants: [LedgerMode.on, .off].map { mode in
+                Variant(name: mode.rawValue) { try await FuturelockBench.semaphoreWithPermit(mode, ops: semOps) }
+            } + [Variant(name: plain) { try await PlainBench.semaphoreUncontended(ops: semOps) }],
+            reps: config.semaphoreReps))
         scenarios.append(Scenario(
             key: "sem-try", title: "1b. Semaphore tryAcquire()+release() (sync path)", metric: .nsPerOp,
             variants: [LedgerMode.on, .off].map { mode in
@@ -426,6 +510,10 @@ enum Suite {
                                                                 producers: shape.producers, messages: shape.messages)
                 }
             }
+            variants.append(Variant(name: plain) {
+                try await PlainBench.channelThroughput(capacity: shape.capacity, producers: shape.producers,
+                                                       messages: shape.messages)
+            })
             if #available(macOS 15.0, iOS 18.0, tvOS 18.0, watchOS 11.0, visionOS 2.0, *) {
                 variants.append(Variant(name: mpsc) {
                     try await MPSCBench.throughput(capacity: shape.capacity, producers: shape.producers,
@@ -442,6 +530,7 @@ enum Suite {
         var uncontended = [LedgerMode.on, .off].map { mode in
             Variant(name: mode.rawValue) { try await FuturelockBench.channelUncontended(mode, capacity: 1, ops: chanOps) }
         }
+        uncontended.append(Variant(name: plain) { try await PlainBench.channelUncontended(ops: chanOps) })
         if #available(macOS 15.0, iOS 18.0, tvOS 18.0, watchOS 11.0, visionOS 2.0, *) {
             uncontended.append(Variant(name: mpsc + " (ref)") { try await MPSCBench.uncontended(ops: chanOps) })
         }
@@ -457,7 +546,7 @@ enum Suite {
                 Variant(name: mode.rawValue) {
                     try await FuturelockBench.semaphoreContended(mode, tasks: tasks, rounds: rounds)
                 }
-            }))
+            } + [Variant(name: plain) { try await PlainBench.semaphoreContended(tasks: tasks, rounds: rounds) }]))
         return scenarios
     }
 
@@ -548,6 +637,24 @@ enum Suite {
                   + padLeft(String(format: "%.2fx", m / onMedian), 11)
                   + padLeft(String(format: "%.2fx", m / (r.median(off) ?? .nan)), 12)
                   + padLeft("", 13) + "   (reference: MPSC ns/op ÷ ours; >1 = ours faster)")
+        }
+        print("")
+        print("Ours vs the plain Mutex+Deque design: time/op ours ÷ time/op plain, per-rep medians")
+        print("  (targets: ledger off ≤ 1.20 everywhere; ledger on ≤ 1.50 for uncontended acquire+release, ≤ 1.20 elsewhere)")
+        print("    " + pad("scenario", 46) + padLeft("off÷plain", 11) + padLeft("on÷plain", 10) + "   verdict")
+        for r in results where r.series(plain) != nil {
+            let metric = r.scenario.metric
+            let plainCosts = r.series(plain)!.map(metric.cost)
+            func ratio(_ variant: String) -> Double? {
+                r.series(variant).map { Stats.median(zip($0.map(metric.cost), plainCosts).map { $0 / $1 }) }
+            }
+            guard let offRatio = ratio(off), let onRatio = ratio(on) else { continue }
+            let onTarget = r.scenario.key.hasPrefix("sem-uncontended") || r.scenario.key == "sem-with-permit" ? 1.50 : 1.20
+            let met = offRatio <= 1.20 && onRatio <= onTarget
+            if !met { missed.append(r.scenario.title + " vs plain") }
+            print("    " + pad(r.scenario.title.prefix(46).description, 46)
+                  + padLeft(String(format: "%.2fx", offRatio), 11) + padLeft(String(format: "%.2fx", onRatio), 10)
+                  + "   " + (met ? "met" : "MISSED"))
         }
         print("")
         if missed.isEmpty {

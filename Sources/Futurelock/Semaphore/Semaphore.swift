@@ -141,6 +141,27 @@ public final class Semaphore: Sendable, HoldingTransferring {
 
     nonisolated(nonsending)
     private func acquireSlow(_ stamp: OwnerStamp?, count: Int) async throws -> Permit {
+        let slot = try await waitForSlot(stamp, count: count)
+        let permit = Permit(semaphore: self, slot: slot, count: count)
+        if slot != StateMachine.untrackedSlot { noteObject(permit, slot: slot) }
+        return permit
+    }
+
+    /// The scoped form's acquire: the permits are recorded under a slot and no `Permit` object is
+    /// made (nothing outside the scoped call could ever see it), so `withPermit` allocates nothing.
+    @inline(__always)
+    nonisolated(nonsending)
+    private func acquireSlot(stamped stamp: OwnerStamp?, count: Int) async throws -> Int32 {
+        if let slot = state.withLock({ $0.tryAcquire(stamp, count: count) }) {
+            record(.grant, stamp)
+            return slot
+        }
+        return try await waitForSlot(stamp, count: count)
+    }
+
+    /// Queues for `count` permits and returns the slot they were granted under.
+    nonisolated(nonsending)
+    private func waitForSlot(_ stamp: OwnerStamp?, count: Int) async throws -> Int32 {
         // Taken before locking, as the channel does, so ids reach the queue in (nearly) increasing
         // order: the queue keeps waiters in id order and finds a cancelled one by binary search.
         let waiterID = waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
@@ -173,17 +194,15 @@ public final class Semaphore: Sendable, HoldingTransferring {
             record(error is CancellationError ? .cancelled : .waitEnd, stamp)
             throw error
         }
-        let permit = Permit(semaphore: self, slot: slot, count: count)
-        if slot != StateMachine.untrackedSlot { noteObject(permit, slot: slot) }
         if Task.isCancelled {
-            // Cancelled after the hand-off: pass the permit on rather than return it to a caller that
-            // has stopped wanting it.
-            permit.release()
+            // Cancelled after the hand-off: pass the permits on rather than return them to a caller
+            // that has stopped wanting them.
+            release(slot: slot, count: count, fileID: #fileID, line: #line, function: #function)
             record(.cancelled, stamp)
             throw CancellationError()
         }
         record(.waitEnd, stamp)
-        return permit
+        return slot
     }
 
     /// Takes a permit if one is free and nobody is waiting; never suspends.
@@ -255,8 +274,8 @@ public final class Semaphore: Sendable, HoldingTransferring {
         guard permits >= 1 else { throw FuturelockError.invalidPermitCount(semaphore: name, value: permits) }
         var stamp = ledger.stamp(fileID: fileID, line: line, function: function)
         stamp?.isPinned = true
-        let permit = try await acquire(stamped: stamp, count: permits)
-        defer { permit.release(fileID: fileID, line: line, function: function) }
+        let slot = try await acquireSlot(stamped: stamp, count: permits)
+        defer { release(slot: slot, count: permits, fileID: fileID, line: line, function: function) }
         return try await body()
     }
 
@@ -340,8 +359,8 @@ public final class Semaphore: Sendable, HoldingTransferring {
         // marks the holding pinned, which lets the watchdog prove a lock that rests on it.
         var stamp = ledger.stamp(fileID: fileID, line: line, function: function)
         stamp?.isPinned = true
-        let permit = try await acquire(stamped: stamp)
-        defer { permit.release(fileID: fileID, line: line, function: function) }
+        let slot = try await acquireSlot(stamped: stamp, count: 1)
+        defer { release(slot: slot, count: 1, fileID: fileID, line: line, function: function) }
         return try await body()
     }
 
