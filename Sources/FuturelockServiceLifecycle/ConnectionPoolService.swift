@@ -6,8 +6,8 @@ import ServiceLifecycle
 /// shuts the pool down — waiting up to `gracePeriod` for leases still out — and returns once every
 /// connection the pool opened has been closed.
 ///
-/// Put it *after* the services that use the pool, so the group stops those first (it shuts
-/// services down in reverse order) and their leases are back before the pool closes.
+/// List it *before* the services that use the pool: a service group shuts its services down in
+/// reverse order, so those stop first and their leases are back before the pool closes.
 ///
 /// ```swift
 /// let pool = try ConnectionPool(name: "db", capacity: 16, factory: connect, close: close)

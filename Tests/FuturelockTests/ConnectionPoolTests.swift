@@ -348,6 +348,58 @@ struct ConnectionPoolTests {
         #expect(pool.openCount == 0 && factory.closed.value == 3)
     }
 
+    /// A checkout sleeping out a long back-off does not hold a shutdown up: it gives its right back.
+    @Test(.timeLimit(.minutes(1))) func shutdown_wakesACheckoutSleepingOutTheBackoff() async throws {
+        let factory = ScriptedFactory(failing: [0])
+        var configuration = ConnectionPool<TestConnection>.Configuration()
+        configuration.backoff = .init(initial: .seconds(600), maximum: .seconds(600), jitter: 0)
+        let pool = try factory.pool(name: "slow-retry", capacity: 1, ledger: ledger, configuration: configuration)
+        await #expect(throws: FactoryError(call: 0)) { try await pool.checkout() }
+        let sleeper = Task { try await pool.checkout() }   // gets the right, then sleeps 10 minutes
+        await eventually { pool.creatingCount == 1 }
+        await pool.shutdown(gracePeriod: .zero)
+        await #expect(throws: FuturelockError.poolShutdown(pool: "slow-retry")) { try await sleeper.value }
+        #expect(factory.calls == 1 && pool.openCount == 0 && pool.creatingCount == 0)
+    }
+
+    /// The health check runs in the checkout's task; a shutdown that revokes the connection meanwhile
+    /// wins: the checkout throws instead of returning a closed connection.
+    @Test(.timeLimit(.minutes(1))) func healthCheck_spanningARevocation_neverHandsOutTheClosedConnection() async throws {
+        let factory = ScriptedFactory()
+        let gate = Gate()
+        let checking = Locked(false)
+        var configuration = ConnectionPool<TestConnection>.Configuration()
+        configuration.healthCheckAfterIdle = .zero
+        let pool = try ConnectionPool(name: "checked", capacity: 1, configuration: configuration, ledger: ledger,
+                                      factory: { try await factory.make() }, close: { await factory.close($0) },
+                                      healthCheck: { _ in checking.withLock { $0 = true }; await gate.wait(); return true })
+        try await pool.checkout().release()
+        let checkout = Task { try await pool.checkout() }
+        await eventually { checking.value }
+        await pool.shutdown(gracePeriod: .zero)
+        #expect(factory.closed.value == 1 && pool.statistics.leasesRevoked == 1)
+        gate.open()
+        await #expect(throws: FuturelockError.poolShutdown(pool: "checked")) { try await checkout.value }
+        #expect(pool.statistics.failedHealthChecks == 0)
+    }
+
+    /// `checkout(timeout:)` (and `tryCheckout`) never hand out an idle connection that needs a check
+    /// without running it.
+    @Test(.timeLimit(.minutes(1))) func timedCheckout_runsTheHealthCheckToo() async throws {
+        let factory = ScriptedFactory()
+        var configuration = ConnectionPool<TestConnection>.Configuration()
+        configuration.healthCheckAfterIdle = .zero
+        let pool = try ConnectionPool(name: "checked", capacity: 1, configuration: configuration, ledger: ledger,
+                                      factory: { try await factory.make() }, close: { await factory.close($0) },
+                                      healthCheck: { _ in false })
+        try await pool.checkout().release()
+        #expect(pool.tryCheckout() == nil, "the idle connection needs a check, which tryCheckout cannot run")
+        let lease = try await pool.checkout(timeout: .seconds(30))
+        #expect(lease.connection.id == 1 && pool.statistics.failedHealthChecks == 1)
+        #expect(factory.closed.value == 1, "the failed connection was closed by the checkout that found it")
+        lease.release()
+    }
+
     @Test func invalidConfiguration_isATypedErrorNamingTheField() {
         var configuration = ConnectionPool<Int>.Configuration()
         configuration.minimumConnections = 5

@@ -194,15 +194,20 @@ extension ConnectionPool {
             }
         }
 
-        /// An idle connection only: never reserves capacity (the factory would suspend).
-        mutating func tryCheckout(_ stamp: OwnerStamp?, now: Instant) -> Handed? {
+        /// An idle connection only: never reserves capacity (the factory would suspend), and never one
+        /// that has rested `checkAfter` or longer (its health check would suspend).
+        mutating func tryCheckout(_ stamp: OwnerStamp?, now: Instant, checkAfter: Duration? = nil) -> Handed? {
             guard !isShutdown, waiters.isEmpty else { return nil }
-            while let entry = idle.popLast() {
+            while let entry = idle.last {
                 if expired(created: entry.created, now: now) {
+                    idle.removeLast()
                     toClose.append(entry.connection)
                     continue
                 }
-                return grant(entry.connection, created: entry.created, idleFor: entry.since.duration(to: now), stamp)
+                let idleFor = entry.since.duration(to: now)
+                if let checkAfter, idleFor >= checkAfter { return nil }
+                idle.removeLast()
+                return grant(entry.connection, created: entry.created, idleFor: idleFor, stamp)
             }
             return nil
         }
@@ -393,9 +398,13 @@ extension ConnectionPool {
 
         /// A handed-out idle connection failed its health check.
         mutating func failedHealthCheck(slot: Int32, lease id: UInt64, now: Instant) -> ReleaseAction {
+            guard leased[id] != nil else { return .revoked }
             statistics.failedHealthChecks += 1
             return releaseBroken(slot: slot, lease: id, now: now)
         }
+
+        /// Whether lease `id` is still outstanding (not returned, not revoked by a shutdown).
+        func isLeased(_ id: UInt64) -> Bool { leased[id] != nil }
 
         /// Connections waiting to be closed, for a task that will close them (``closeFinished(now:keepRight:)``
         /// for each).

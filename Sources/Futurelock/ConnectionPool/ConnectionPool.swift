@@ -95,6 +95,8 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
     /// Tasks in ``shutdown(gracePeriod:fileID:line:function:)`` waiting for a lease to come back or a
     /// creation to end.
     private let drainWaiters = Lock<[UInt64: UnsafeContinuation<Void, Never>]>([:])
+    /// Checkouts sleeping out a back-off, woken when a shutdown starts.
+    private let shutdownWatchers = Lock<[UInt64: UnsafeContinuation<Void, Never>]>([:])
     /// Set once a shutdown starts: only then do events look for ``drainWaiters``.
     private let shuttingDown = Atomic<Bool>(false)
 
@@ -232,7 +234,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
                 }
             }
         } catch {
-            record(.cancelled, stamp)
+            record(error is CancellationError ? .cancelled : .waitEnd, stamp)
             throw error
         }
         switch grant {
@@ -262,10 +264,18 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         guard let healthCheck, handed.idleFor > .zero, handed.idleFor >= configuration.healthCheckAfterIdle else {
             return lease(handed, owner: stamp?.task)
         }
-        if await healthCheck(handed.connection) { return lease(handed, owner: stamp?.task) }
+        let healthy = await healthCheck(handed.connection)
+        if healthy {
+            // A shutdown that ran out of time while the check ran has closed the connection already.
+            guard state.withLock({ $0.isLeased(handed.id) }) else { throw FuturelockError.poolShutdown(pool: name) }
+            return lease(handed, owner: stamp?.task)
+        }
         let action = state.withLock { $0.failedHealthCheck(slot: handed.slot, lease: handed.id, now: .now) }
+        guard case .returned = action else { throw FuturelockError.poolShutdown(pool: name) }
         record(.release, stamp)
         perform(action)
+        // Closed here, in this task — unless a waiter took its unit to close and replace it.
+        await closePending()
         try Task.checkCancellation()
         return nil
     }
@@ -274,8 +284,9 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
     /// if attempts have been failing.
     private func create(_ stamp: OwnerStamp?, notBefore: ContinuousClock.Instant?) async throws -> Lease {
         if let notBefore {
-            // The back-off is waited for in this task; a cancellation ends it and passes the right on.
-            try? await Task.sleep(until: notBefore, clock: .continuous)
+            // The back-off is waited for in this task; a cancellation or a shutdown ends it (then
+            // `startCreation` passes the right on, or gives the unit back).
+            await sleep(until: notBefore, orUntilShutdown: true)
         }
         switch state.withLock({ $0.startCreation(isCancelled: Task.isCancelled, now: .now) }) {
         case .proceed: break
@@ -312,12 +323,15 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         }
     }
 
-    /// Takes an idle connection if there is one and nobody is waiting; never suspends, never creates
-    /// a connection and never runs the health check.
+    /// Takes an idle connection if there is one and nobody is waiting; never suspends and never
+    /// creates a connection. With a health check, an idle connection that would need one (it rested
+    /// ``Configuration/healthCheckAfterIdle`` or longer) is not taken: `nil` then, and `checkout()`
+    /// checks it.
     public func tryCheckout(fileID: StaticString = #fileID, line: UInt = #line,
                             function: StaticString = #function) -> Lease? {
         let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
-        guard let handed = state.withLock({ $0.tryCheckout(stamp, now: .now) }) else { return nil }
+        let checkAfter = healthCheck == nil ? nil : configuration.healthCheckAfterIdle
+        guard let handed = state.withLock({ $0.tryCheckout(stamp, now: .now, checkAfter: checkAfter) }) else { return nil }
         record(.grant, stamp)
         return lease(handed, owner: stamp?.task)
     }
@@ -443,6 +457,12 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         shuttingDown.store(true, ordering: .releasing)
         if let action = state.withLock({ $0.shutdown() }) {
             record(.close, stamp)
+            // Back-off sleepers give their creation rights back now instead of sleeping on.
+            let sleepers = shutdownWatchers.withLock { watchers -> [UnsafeContinuation<Void, Never>] in
+                defer { watchers.removeAll() }
+                return Array(watchers.values)
+            }
+            for sleeper in sleepers { sleeper.resume() }
             for continuation in action.fail {
                 continuation.resume(throwing: FuturelockError.poolShutdown(pool: name))
             }
@@ -459,26 +479,71 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
                 await closeAll(revoked, stamp)
             }
             if state.withLock({ $0.isDrained }) { break }
-            await waitForChange(until: deadline)
+            if ContinuousClock.now >= deadline || Task.isCancelled {
+                // Nothing is leased any more: only creations in flight are left, and each one's end
+                // rings the doorbell. Wait for it without a timer (and without spinning).
+                await waitForChange(until: nil)
+            } else {
+                await waitForChange(until: deadline)
+            }
         }
         wakeDrainWaiters()
     }
 
-    /// Waits until a lease comes back, a creation ends or a close finishes — or until `deadline`.
-    private func waitForChange(until deadline: ContinuousClock.Instant) async {
-        let ticket = waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
+    /// Waits until a lease comes back, a creation ends or a close finishes — or until `deadline`;
+    /// with no deadline, for the change only, whatever the task's cancellation.
+    private func waitForChange(until deadline: ContinuousClock.Instant?) async {
+        guard let deadline else {
+            await doorbell(cancellable: false)
+            return
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 try? await Task.sleep(until: deadline, clock: .continuous)
             }
             group.addTask {
+                await self.doorbell(cancellable: true)
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Suspends until the next change a shutdown waits for (see ``wakeDrainWaiters()``).
+    private func doorbell(cancellable: Bool) async {
+        let ticket = waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                // Registered under the pool's lock, so a change made after the caller's last check
+                // and before this point is not missed: it is re-checked here.
+                let resumeNow = self.state.withLock { machine -> Bool in
+                    if machine.toCloseIsEmpty && !machine.isDrained && !(cancellable && Task.isCancelled) {
+                        self.drainWaiters.withLock { $0[ticket] = continuation }
+                        return false
+                    }
+                    return true
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            if cancellable { self.drainWaiters.withLock { $0.removeValue(forKey: ticket) }?.resume() }
+        }
+    }
+
+    /// Sleeps until `instant`, or until the task is cancelled, or — with `orUntilShutdown` — until
+    /// the pool starts shutting down.
+    private func sleep(until instant: ContinuousClock.Instant, orUntilShutdown: Bool) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try? await Task.sleep(until: instant, clock: .continuous)
+            }
+            group.addTask {
+                let ticket = self.waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
                 await withTaskCancellationHandler {
                     await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-                        // Registered under the pool's lock, so a change made after the check above
-                        // and before this point is not missed: it is re-checked here.
                         let resumeNow = self.state.withLock { machine -> Bool in
-                            if machine.toCloseIsEmpty && !machine.isDrained && !Task.isCancelled {
-                                self.drainWaiters.withLock { $0[ticket] = continuation }
+                            if !machine.isShutdown && !Task.isCancelled {
+                                self.shutdownWatchers.withLock { $0[ticket] = continuation }
                                 return false
                             }
                             return true
@@ -486,7 +551,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
                         if resumeNow { continuation.resume() }
                     }
                 } onCancel: {
-                    self.drainWaiters.withLock { $0.removeValue(forKey: ticket) }?.resume()
+                    self.shutdownWatchers.withLock { $0.removeValue(forKey: ticket) }?.resume()
                 }
             }
             await group.next()
