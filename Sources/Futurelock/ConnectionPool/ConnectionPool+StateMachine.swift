@@ -312,18 +312,25 @@ extension ConnectionPool {
             case close(Connection)
         }
 
-        /// The factory returned a connection.
-        mutating func creationSucceeded(_ connection: Connection, stamp: OwnerStamp?, now: Instant,
-                                        isCancelled: Bool) -> CreationAction {
+        /// An attempt made a connection: it counts as open and the back-off is over. `false` when the
+        /// pool has shut down meanwhile: the connection is then being closed (the caller closes it).
+        private mutating func connectionOpened() -> Bool {
             precondition(creating > 0, "BUG DETECTED: a creation ended that was never started")
             creating -= 1
             open += 1
             consecutiveFailures = 0
             retryAt = nil
-            if isShutdown {
+            guard !isShutdown else {
                 closing += 1
-                return .close(connection)
+                return false
             }
+            return true
+        }
+
+        /// The factory returned a connection.
+        mutating func creationSucceeded(_ connection: Connection, stamp: OwnerStamp?, now: Instant,
+                                        isCancelled: Bool) -> CreationAction {
+            guard connectionOpened() else { return .close(connection) }
             if isCancelled {
                 idle.append(Idle(connection: connection, created: now, since: now))
                 return .keptForOthers(serveWaiters(now: now))
@@ -344,15 +351,7 @@ extension ConnectionPool {
 
         /// A warm-up connection was made: idle, or straight to a waiter that arrived meanwhile.
         mutating func warmupSucceeded(_ connection: Connection, now: Instant) -> (close: Connection?, wakes: [Wake]) {
-            precondition(creating > 0, "BUG DETECTED: a creation ended that was never started")
-            creating -= 1
-            open += 1
-            consecutiveFailures = 0
-            retryAt = nil
-            if isShutdown {
-                closing += 1
-                return (connection, [])
-            }
+            guard connectionOpened() else { return (connection, []) }
             idle.append(Idle(connection: connection, created: now, since: now))
             return (nil, serveWaiters(now: now))
         }
