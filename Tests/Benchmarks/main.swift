@@ -761,10 +761,88 @@ enum Scale {
     }
 }
 
+// MARK: - Memory per parked waiter
+
+/// Bytes per task parked on one semaphore, ours (ledger off and on) against the plain design. Each
+/// variant runs in a fresh process (so no variant reuses memory another freed): it parks `waiters`
+/// tasks behind one held permit and reports the growth of the resident set ÷ `waiters` — the task's
+/// own record, its allocator slab, its async frames and the queue entry.
+enum MemoryPerWaiter {
+    static func park(_ waiters: Int, acquire: @escaping @Sendable () async throws -> Void,
+                     waiting: @escaping @Sendable () -> Int, release: () -> Void) async throws -> Double {
+        let before = residentBytes()
+        var perWaiter = 0.0
+        try await withThrowingDiscardingTaskGroup { group in
+            for _ in 0..<waiters { group.addTask { try await acquire() } }
+            while waiting() < waiters { await Task.yield() }
+            perWaiter = Double(residentBytes() - before) / Double(waiters)
+            release()
+        }
+        return perWaiter
+    }
+
+    static func measure(_ variant: String, waiters: Int) async throws -> Double {
+        switch variant {
+        case "plain":
+            let semaphore = PlainSemaphore(permits: 1)
+            try await semaphore.acquire()
+            return try await park(waiters, acquire: { try await semaphore.acquire(); semaphore.release() },
+                                  waiting: { semaphore.waitingCount }, release: { semaphore.release() })
+        default:
+            let mode: LedgerMode = variant == "on" ? .on : .off
+            let semaphore = try Semaphore(name: "memory", permits: 1, ledger: mode.make())
+            let held = try await semaphore.acquire()
+            return try await park(waiters, acquire: { try await semaphore.acquire().release() },
+                                  waiting: { semaphore.waitingCount }, release: { held.release() })
+        }
+    }
+
+    /// Runs each variant three times, each in a child process, and prints the medians.
+    static func run(waiters: Int) throws {
+        print("futurelock-bench memory: resident bytes per task parked on one semaphore (\(waiters) waiters, each run in a fresh process, median of 3)")
+        var results: [(String, Double)] = []
+        for (variant, name) in [("plain", Suite.plain), ("off", Suite.off), ("on", Suite.on)] {
+            var samples: [Double] = []
+            for _ in 0..<3 {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+                process.arguments = ["memory", "--variant", variant, "--waiters", String(waiters)]
+                let pipe = Pipe()
+                process.standardOutput = pipe
+                try process.run()
+                let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                process.waitUntilExit()
+                guard process.terminationStatus == 0,
+                      let value = Double(output.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                    throw BenchError("memory run for \(variant) failed: \(output)")
+                }
+                samples.append(value)
+            }
+            results.append((name, Stats.median(samples)))
+        }
+        let plainBytes = results[0].1
+        for (name, bytes) in results {
+            print("    " + pad(name, 24) + padLeft(String(format: "%.0f B", bytes), 10)
+                  + padLeft(String(format: "%.2fx plain", bytes / plainBytes), 14)
+                  + padLeft(String(format: "%+.0f B", bytes - plainBytes), 10))
+        }
+        let worst = results.dropFirst().map(\.1).max() ?? plainBytes
+        print("  target: within 10% of the plain design: " + (worst <= plainBytes * 1.10 ? "met" : "MISSED")
+              + String(format: " (worst %.2fx)", worst / plainBytes))
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
 // MARK: - Entry point
 
 struct Arguments {
     var scale = false
+    var memory = false
+    var memoryVariant: String?
     var pieces = false
     var quick = false
     var waiters = 200_000
@@ -776,6 +854,10 @@ struct Arguments {
         while i < args.count {
             switch args[i] {
             case "scale": scale = true
+            case "memory": memory = true
+            case "--variant":
+                i += 1
+                if i < args.count, ["plain", "off", "on"].contains(args[i]) { memoryVariant = args[i] } else { Arguments.usage() }
             case "pieces": pieces = true
             case "--quick": quick = true
             case "--waiters":
@@ -795,7 +877,7 @@ struct Arguments {
     }
 
     static func usage(exitCode: Int32 = 2) -> Never {
-        print("usage: futurelock-bench [--quick] [--reps N] [--only KEY-PREFIX]...\n       futurelock-bench scale [--waiters N] [--quick]\n       futurelock-bench pieces")
+        print("usage: futurelock-bench [--quick] [--reps N] [--only KEY-PREFIX]...\n       futurelock-bench scale [--waiters N] [--quick]\n       futurelock-bench memory [--waiters N]\n       futurelock-bench pieces")
         exit(exitCode)
     }
 }
@@ -850,6 +932,10 @@ do {
     try await Task.detached {
         if arguments.pieces {
             LedgerPieces.run()
+        } else if arguments.memory, let variant = arguments.memoryVariant {
+            print(String(format: "%.1f", try await MemoryPerWaiter.measure(variant, waiters: arguments.waiters)))
+        } else if arguments.memory {
+            try MemoryPerWaiter.run(waiters: arguments.waiters)
         } else if arguments.scale {
             try await Scale.run(waiters: arguments.quick && arguments.waiters == 200_000 ? 10_000 : arguments.waiters)
         } else {
