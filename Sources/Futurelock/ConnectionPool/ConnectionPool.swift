@@ -149,7 +149,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         }
         if !left.isEmpty {
             ledger.logger.warning(
-                "[Futurelock] pool '\(name)' was deinitialised with \(left.count) open connection(s); they are closed in the background. Call `await pool.shutdown()` before dropping a pool, so closing them is awaited.")
+                "pool '\(name)' was deinitialised with \(left.count) open connection(s); they are closed in the background. Call `await pool.shutdown()` before dropping a pool, so closing them is awaited.")
             let close = closeConnection
             Task { for connection in left { await close(connection) } }
         }
@@ -474,7 +474,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
                 let revoked = state.withLock { $0.revokeLeases() }
                 if !revoked.isEmpty {
                     ledger.logger.warning(
-                        "[Futurelock] pool '\(name)': shutdown grace period over; closing \(revoked.count) connection(s) still leased.")
+                        "pool '\(name)': shutdown grace period over; closing \(revoked.count) connection(s) still leased.")
                 }
                 await closeAll(revoked, stamp)
             }
