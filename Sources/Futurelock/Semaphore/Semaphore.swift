@@ -169,26 +169,15 @@ public final class Semaphore: Sendable, HoldingTransferring {
         let slot: Int32
         do {
             defer { ThreadSanitizer.acquireAfterResume() }  // the waiter's side of the hand-off (Support/ThreadSanitizer.swift)
+            // The closures stay small and call out to plain functions: whatever they hold lives in
+            // the task's async frames, and a waiting task whose frames outgrow the task's first
+            // allocator slab pays for a second one (about 1 KB per parked task).
             slot = try await withTaskCancellationHandler {
                 try await withUnsafeThrowingContinuation { (continuation: StateMachine.Continuation) in
-                    let action = state.withLock {
-                        $0.enqueue(id: waiterID, continuation, stamp: stamp, count: count, isCancelled: Task.isCancelled)
-                    }
-                    switch action {
-                    case .suspended: break
-                    case .resumeGranted(let continuation, let slot): continuation.resume(returning: slot)
-                    case .resumeCancelled(let continuation): continuation.resume(throwing: CancellationError())
-                    case .resumeClosed(let continuation):
-                        continuation.resume(throwing: FuturelockError.semaphoreClosed(semaphore: name))
-                    case .resumeExceedsCapacity(let continuation, let capacity):
-                        continuation.resume(throwing: FuturelockError.permitRequestExceedsCapacity(
-                            semaphore: name, requested: count, capacity: capacity))
-                    }
+                    enqueue(continuation, id: waiterID, stamp: stamp, count: count)
                 }
             } onCancel: {
-                let (continuation, served) = state.withLock { $0.cancel(id: waiterID) }
-                continuation?.resume(throwing: CancellationError())
-                perform(served)
+                cancelWaiter(id: waiterID)
             }
         } catch {
             record(error is CancellationError ? .cancelled : .waitEnd, stamp)
@@ -203,6 +192,32 @@ public final class Semaphore: Sendable, HoldingTransferring {
         }
         record(.waitEnd, stamp)
         return slot
+    }
+
+    /// Queues a waiter, or resumes it at once (granted, cancelled, closed, or asking for too much).
+    @inline(never)
+    private func enqueue(_ continuation: StateMachine.Continuation, id waiterID: UInt64, stamp: OwnerStamp?, count: Int) {
+        let action = state.withLock {
+            $0.enqueue(id: waiterID, continuation, stamp: stamp, count: count, isCancelled: Task.isCancelled)
+        }
+        switch action {
+        case .suspended: break
+        case .resumeGranted(let continuation, let slot): continuation.resume(returning: slot)
+        case .resumeCancelled(let continuation): continuation.resume(throwing: CancellationError())
+        case .resumeClosed(let continuation):
+            continuation.resume(throwing: FuturelockError.semaphoreClosed(semaphore: name))
+        case .resumeExceedsCapacity(let continuation, let capacity):
+            continuation.resume(throwing: FuturelockError.permitRequestExceedsCapacity(
+                semaphore: name, requested: count, capacity: capacity))
+        }
+    }
+
+    /// A waiter's task was cancelled: removes it if it still queues, and serves whoever that lets in.
+    @inline(never)
+    private func cancelWaiter(id waiterID: UInt64) {
+        let (continuation, served) = state.withLock { $0.cancel(id: waiterID) }
+        continuation?.resume(throwing: CancellationError())
+        perform(served)
     }
 
     /// Takes a permit if one is free and nobody is waiting; never suspends.
