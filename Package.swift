@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "FuturelockServiceLifecycle", targets: ["FuturelockServiceLifecycle"]),
         .executable(name: "futurelock", targets: ["FuturelockCLI"]),
         .executable(name: "futurelock-bench", targets: ["FuturelockBenchmarks"]),
+        .executable(name: "futurelock-icount", targets: ["FuturelockInstructionCount"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
@@ -85,6 +86,13 @@ let package = Package(
             // benchmark as a hand-written design in one's own module would be.
             swiftSettings: strict + [.unsafeFlags(["-cross-module-optimization"])]
         ),
+        // Instruction counts of the synchronous permit path, run under callgrind.
+        .executableTarget(
+            name: "FuturelockInstructionCount",
+            dependencies: ["Futurelock", "PlainReference"],
+            path: "Tests/Benchmarks/InstructionCount",
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "FuturelockBenchmarks",
             dependencies: [
@@ -93,7 +101,7 @@ let package = Package(
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
             ],
             path: "Tests/Benchmarks",
-            exclude: ["PlainReference"],
+            exclude: ["PlainReference", "InstructionCount", "instruction-counts.sh"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -59,6 +59,15 @@ extension Semaphore {
             return grant(stamp, count: count)
         }
 
+        /// ``tryAcquire(_:count:)`` for one permit with the ledger off.
+        @inline(__always)
+        mutating func tryAcquireUntracked() -> Bool {
+            guard available > 0, waiters.isEmpty, !closed else { return false }
+            available &-= 1
+            held &+= 1
+            return true
+        }
+
         enum EnqueueAction {
             /// Permits became free between the fast path and the enqueue: resume at once with them.
             case resumeGranted(Continuation, Int32)
@@ -112,6 +121,7 @@ extension Semaphore {
             held &-= count
             available &+= count
             assert(available + held <= capacity, "BUG DETECTED: semaphore has more permits than its capacity")
+            if waiters.isEmpty { return .none }
             return serveWaiters()
         }
 

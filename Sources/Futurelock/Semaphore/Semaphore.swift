@@ -95,7 +95,14 @@ public final class Semaphore: Sendable, HoldingTransferring {
     nonisolated(nonsending)
     public func acquire(fileID: StaticString = #fileID, line: UInt = #line,
                         function: StaticString = #function) async throws -> Permit {
-        try await acquire(stamped: ledger.stamp(fileID: fileID, line: line, function: function))
+        if !ledger.isEnabled, let permit = grantUntracked() { return permit }
+        return try await acquire(stamped: ledger.stamp(fileID: fileID, line: line, function: function))
+    }
+
+    /// The fast path with the ledger off: a permit if one is free and nobody waits.
+    @inline(__always)
+    private func grantUntracked() -> Permit? {
+        state.withLock { $0.tryAcquireUntracked() } ? Permit(semaphore: self, slot: StateMachine.untrackedSlot) : nil
     }
 
     /// Waits for `permits` permits at once, first come, first served: while this request waits at the
@@ -223,6 +230,8 @@ public final class Semaphore: Sendable, HoldingTransferring {
     /// Takes a permit if one is free and nobody is waiting; never suspends.
     public func tryAcquire(fileID: StaticString = #fileID, line: UInt = #line,
                            function: StaticString = #function) -> Permit? {
+        // Ledger off: nothing is stamped or recorded, and no empty stamp is built and passed along.
+        guard ledger.isEnabled else { return grantUntracked() }
         let stamp = ledger.stamp(fileID: fileID, line: line, function: function)
         guard let permit = grantNow(stamp) else { return nil }
         record(.grant, stamp)
@@ -382,6 +391,13 @@ public final class Semaphore: Sendable, HoldingTransferring {
     // MARK: - Releasing (called by Permit)
 
     func release(slot: Int32, count: Int, fileID: StaticString, line: UInt, function: StaticString) {
+        if slot == StateMachine.untrackedSlot {
+            // Ledger off: nobody to note, no history; usually nobody waits either.
+            let action = state.withLock { $0.release(slot: slot, count: count) }
+            if case .none = action { return }
+            perform(action)
+            return
+        }
         // Who releases matters when it is not the holder: the acquisition site hands permits on
         // (and the event history records the move).
         let releaser = slot != StateMachine.untrackedSlot ? ledger.context.task : .none

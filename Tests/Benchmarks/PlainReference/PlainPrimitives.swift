@@ -49,6 +49,15 @@ public final class PlainSemaphore: Sendable {
         }
     }
 
+    /// Takes a permit if one is free and nobody waits; never suspends.
+    public func tryAcquire() -> Bool {
+        state.withLock { state -> Bool in
+            guard state.available > 0, state.waiters.isEmpty else { return false }
+            state.available -= 1
+            return true
+        }
+    }
+
     public func release() {
         let next = state.withLock { state -> UnsafeContinuation<Void, any Error>? in
             if let waiter = state.waiters.popFirst() { return waiter.continuation }
