@@ -204,8 +204,9 @@ public final class Semaphore: Sendable, HoldingTransferring {
     /// Queues a waiter, or resumes it at once (granted, cancelled, closed, or asking for too much).
     @inline(never)
     private func enqueue(_ continuation: StateMachine.Continuation, id waiterID: UInt64, stamp: OwnerStamp?, count: Int) {
+        let isCancelled = Task.isCancelled  // read before locking: less work under a contended lock
         let action = state.withLock {
-            $0.enqueue(id: waiterID, continuation, stamp: stamp, count: count, isCancelled: Task.isCancelled)
+            $0.enqueue(id: waiterID, continuation, stamp: stamp, count: count, isCancelled: isCancelled)
         }
         switch action {
         case .suspended: break
