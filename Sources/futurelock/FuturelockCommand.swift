@@ -9,7 +9,7 @@ struct FuturelockCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "futurelock",
         abstract: "Find futurelocks: tasks waiting for resources held by work they no longer drive.",
-        subcommands: [Reproduce.self, Render.self, Explain.self, Symbolicate.self, Stacks.self])
+        subcommands: [Reproduce.self, Render.self, Explain.self, Symbolicate.self, Stacks.self, Demo.self])
 }
 
 /// Writes to standard error.

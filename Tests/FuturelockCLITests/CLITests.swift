@@ -170,3 +170,59 @@ struct CLITests {
         #expect(gone.status != 0 && gone.stderr.contains("no such process"))
     }
 }
+
+/// A dump on demand from outside: a running service gets the dump signal and writes the dump.
+@Suite("futurelock demo: the dump signal")
+struct DumpSignalTests {
+    @Test(.timeLimit(.minutes(1))) func sigusr1_makesARunningWatchdogWriteTheDump() throws {
+        let path = FileManager.default.temporaryDirectory
+            .appendingPathComponent("futurelock-signal-\(UInt64.random(in: 0...UInt64.max)).jsonl").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CLITests.tool)
+        process.arguments = ["demo", "--dump-path", path, "--format", "json", "--seconds", "50"]
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        defer {
+            if process.isRunning { process.terminate() }
+            process.waitUntilExit()
+        }
+        // Wait for the child to say it listens (its stdout, read as it comes).
+        var output = ""
+        while !output.contains("ready") {
+            let chunk = out.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { break }  // end of file: the child is gone
+            output += String(decoding: chunk, as: UTF8.self)
+        }
+        try #require(output.contains("ready \(process.processIdentifier)"), "the demo did not start: \(output)")
+        #expect(!FileManager.default.fileExists(atPath: path), "no dump before the signal")
+
+        // The lock forms within a few watchdog intervals; signal until a dump shows it (each signal
+        // writes the dump of that moment).
+        var dump: Dump?
+        let deadline = ContinuousClock.now.advanced(by: .seconds(30))
+        while ContinuousClock.now < deadline {
+            kill(process.processIdentifier, SIGUSR1)
+            let written = ContinuousClock.now.advanced(by: .seconds(2))
+            while ContinuousClock.now < written, !FileManager.default.fileExists(atPath: path) {
+                usleep(20_000)  // polling for another process's file; nothing here to await
+            }
+            if let text = try? String(contentsOfFile: path, encoding: .utf8), let read = try? JSONLinesDump.read(text),
+               read.findings.contains(where: { $0.kind == .selfDeadlock }) {
+                dump = read
+                break
+            }
+            try? FileManager.default.removeItem(atPath: path)
+            usleep(200_000)
+        }
+        let found = try #require(dump, "no dump naming the self-deadlock was written")
+        #expect(found.findings.first { $0.kind == .selfDeadlock }?.resource.label.contains("config") == true)
+        #expect(process.isRunning, "the signal must not end the process")
+        process.terminate()
+        process.waitUntilExit()
+        let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(log.contains("written to \(path)"), "the dump's path is logged: \(log)")
+    }
+}

@@ -1,6 +1,14 @@
 import CoreMetrics
+import Dispatch
 import Logging
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -56,6 +64,15 @@ public final class Watchdog: Sendable {
         /// per finding kind: gauge `futurelock_findings` (current) and counter
         /// `futurelock_findings_reported_total` (dimensions `kind`, `certainty`).
         public var metrics: (any MetricsFactory)? = MetricsSystem.factory
+        /// While ``Watchdog/run()`` runs, this signal makes it check at once and write the dump of the
+        /// moment to ``signalDumpPath`` — as a JVM prints its threads on `kill -QUIT`:
+        /// `kill -USR1 <pid>`. The signal is handled by a dispatch signal source, never in a signal
+        /// handler; its default action (which would end the process) is suppressed only while a
+        /// watchdog listens. `nil` listens for none.
+        public var dumpSignal: Int32? = SIGUSR1
+        /// Where a dump asked for by ``dumpSignal`` goes, in ``dumpFormat``. `nil`: ``dumpPath`` if
+        /// set, else `futurelock-<pid>.txt` (or `.jsonl`, `.dot`) in the temporary directory.
+        public var signalDumpPath: String?
 
         /// Defaults: check every second, 1 s wait threshold, default policy, no dump file.
         public init(interval: Duration = .seconds(1), waitThreshold: Duration = .seconds(1),
@@ -82,6 +99,7 @@ public final class Watchdog: Sendable {
         var previous: LedgerSnapshot?
         var reported: [String: Finding] = [:]
         var checks = 0
+        var dumpSignalListeners = 0
     }
 
     /// Creates a watchdog.
@@ -234,6 +252,14 @@ public final class Watchdog: Sendable {
         // Parked results are proved by reading the runtime once its reader has passed its one-time
         // self-test (a few milliseconds); start it now, without holding up the first checks.
         RuntimeInspection.start()
+        let signalSource = listenForDumpSignal()
+        if signalSource != nil { state.withLock { $0.dumpSignalListeners += 1 } }
+        defer {
+            if let signalSource {
+                signalSource.stop()
+                state.withLock { $0.dumpSignalListeners -= 1 }
+            }
+        }
         let tick = min(configuration.interval, max(configuration.waitThreshold / 2, .milliseconds(10)))
         var sinceFull = Duration.zero
         var lastEarlyFor: MonotonicInstant?
@@ -251,6 +277,90 @@ public final class Watchdog: Sendable {
                 lastEarlyFor = oldest
                 sinceFull = .zero
                 check()
+            }
+        }
+    }
+}
+
+// MARK: - A dump on demand, from outside
+
+extension Watchdog {
+    /// Whether a ``run()`` of this watchdog is listening for ``Configuration/dumpSignal`` right now.
+    public var isListeningForDumpSignal: Bool { state.withLock { $0.dumpSignalListeners > 0 } }
+
+    /// Where a dump asked for by the signal goes.
+    public var signalDumpDestination: String {
+        if let path = configuration.signalDumpPath ?? configuration.dumpPath { return path }
+        let suffix: String
+        switch configuration.dumpFormat {
+        case .text: suffix = "txt"
+        case .jsonLines: suffix = "jsonl"
+        case .dot: suffix = "dot"
+        }
+        return FileManager.default.temporaryDirectory
+            .appendingPathComponent("futurelock-\(getpid()).\(suffix)").path
+    }
+
+    /// Checks now and writes the dump of the moment to ``signalDumpDestination`` — what the dump
+    /// signal does; callable directly too. Returns the path written, or `nil` (and logs why) when the
+    /// file could not be written.
+    @discardableResult
+    public func writeDumpNow(reason: String = "asked for") -> String? {
+        let report = check()
+        let path = signalDumpDestination
+        do {
+            try report.dump.render(configuration.dumpFormat, waitThreshold: configuration.waitThreshold)
+                .write(toFile: path, atomically: true, encoding: .utf8)
+        } catch {
+            logger.error("could not write the dump (\(reason)) to \(path): \(error)")
+            return nil
+        }
+        let findings = report.findings.map { "\($0.kind.rawValue) (\($0.certainty.rawValue))" }
+        logger.notice("dump (\(reason)) written to \(path): \(findings.isEmpty ? "no findings" : findings.joined(separator: ", "))",
+                      metadata: ["futurelock.dump": "\(path)"])
+        return path
+    }
+
+    fileprivate func listenForDumpSignal() -> DumpSignalListener? {
+        guard let number = configuration.dumpSignal else { return nil }
+        return DumpSignalListener(signal: number) { [self] in
+            writeDumpNow(reason: "signal \(number)")
+        }
+    }
+}
+
+/// A dispatch signal source for the dump signal. The signal's own action is set to "ignore" while at
+/// least one listener exists in the process (so it no longer ends the process, and the source sees
+/// it), and the previous action is put back when the last one stops.
+final class DumpSignalListener {
+    private let number: Int32
+    private let source: any DispatchSourceSignal
+
+    private static let listeners = Lock<[Int32: (count: Int, previous: sighandler_t?)]>([:])
+
+    init(signal number: Int32, handler: @escaping @Sendable () -> Void) {
+        self.number = number
+        Self.listeners.withLock { listeners in
+            if let existing = listeners[number] {
+                listeners[number] = (existing.count + 1, existing.previous)
+            } else {
+                listeners[number] = (1, signal(number, SIG_IGN))
+            }
+        }
+        source = DispatchSource.makeSignalSource(signal: number, queue: .global(qos: .utility))
+        source.setEventHandler(handler: handler)
+        source.resume()
+    }
+
+    func stop() {
+        source.cancel()
+        Self.listeners.withLock { listeners in
+            guard let existing = listeners[number] else { return }
+            if existing.count > 1 {
+                listeners[number] = (existing.count - 1, existing.previous)
+            } else {
+                listeners[number] = nil
+                signal(number, existing.previous)
             }
         }
     }
