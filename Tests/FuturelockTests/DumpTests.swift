@@ -139,4 +139,17 @@ struct DumpTests {
         #expect(dot.contains("50 waiters"))
         #expect(dot.hasSuffix("}\n"))
     }
+
+    /// A dump read back from JSON Lines carries the bystanders as group records: the graph must count
+    /// them as the text does (it once drew 9,999 queued senders as "1 waiter").
+    @Test func dot_ofADumpReadBack_countsGroupedWaiters() throws {
+        let dump = incident(innocents: 10_000)
+        let inMemory = try dump.render(.dot)
+        let back = try JSONLinesDump.read(try dump.render(.jsonLines))
+        #expect(!back.waitGroups.isEmpty)
+        let readBack = try back.render(.dot)
+        #expect(inMemory.contains("10,000 waiters"))
+        #expect(readBack.contains("10,000 waiters"), "the grouped waiters are missing from the graph")
+        #expect(!readBack.contains("\"1 waiter"))
+    }
 }

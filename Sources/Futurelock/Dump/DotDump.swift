@@ -68,6 +68,13 @@ enum DotDump {
                 groups[key] = (current.0, current.1, current.2 + 1)
             }
         }
+        // A dump read back from JSON Lines carries identical waiters as group records instead of
+        // one wait each: count them in, or 9,999 queued senders would be drawn as a handful.
+        for group in dump.waitGroups {
+            let key = "\(group.resource.rawValue)|\(group.site)"
+            let current = groups[key] ?? (group.resource, group.site, 0)
+            groups[key] = (current.0, current.1, current.2 + group.count)
+        }
         for (offset, key) in groups.keys.sorted().enumerated() {
             let (resource, site, count) = groups[key]!
             out += "  waiters\(offset) [shape=folder, label=\"\(escape("\(Detector.grouped(count)) waiter\(count == 1 ? "" : "s")\n\(site)"))\"];\n"
