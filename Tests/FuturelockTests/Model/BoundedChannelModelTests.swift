@@ -69,8 +69,10 @@ enum ChannelOp: Sendable, CustomStringConvertible {
 
 // MARK: - Programs
 
-enum ChannelPrograms {
-    static func make(_ rng: inout SplitMix, length: ClosedRange<Int>) -> ModelProgram<ChannelOp> {
+extension ChannelOp: ModelOp {
+    var restartCapacity: Int? { if case .restart(let capacity) = self { capacity } else { nil } }
+
+    static func makeProgram(_ rng: inout SplitMix, length: ClosedRange<Int>) -> ModelProgram<ChannelOp> {
         // Weights: trySend, send, tryReserve, reserve, tryReceive, receive, sendOnPermit, releasePermit,
         // cancel, close, makeSender, dropSender, takeIDEarly, restart.
         let profiles: [(String, ClosedRange<Int>, [Int], queuedCancel: Int)] = [
@@ -81,11 +83,8 @@ enum ChannelPrograms {
             ("wide", 4...12, [10, 12, 6, 8, 10, 12, 6, 4, 6, 1, 1, 1, 2, 1], 70),
         ]
         let profile = profiles[rng.below(profiles.count)]
-        let count = length.lowerBound + rng.below(length.count)
-        var ops: [ChannelOp] = []
-        ops.reserveCapacity(count)
-        for _ in 0..<count {
-            let op: ChannelOp = switch rng.weighted(profile.2) {
+        return .random(&rng, profile: profile.0, capacities: profile.1, weights: profile.2, length: length) { rng, choice in
+            switch choice {
             case 0: .trySend
             case 1: .send(.random(&rng))
             case 2: .tryReserve
@@ -99,18 +98,16 @@ enum ChannelPrograms {
             case 10: .makeSender
             case 11: .dropSender
             case 12: .takeIDEarly
-            default: .restart(capacity: profile.1.lowerBound + rng.below(profile.1.count))
+            default: .restart(capacity: rng.within(profile.1))
             }
-            ops.append(op)
         }
-        return ModelProgram(profile: profile.0, capacity: profile.1.lowerBound + rng.below(profile.1.count),
-                            ops: ops, drainSeed: rng.next())
     }
 }
 
 // MARK: - The driver: machine and model side by side
 
-private final class ChannelDriver {
+private final class ChannelDriver: ModelDriver {
+    static let title = "BoundedChannel model"
     // The machine.
     var machine: ChannelMachine
     // The model.
@@ -160,6 +157,22 @@ private final class ChannelDriver {
         sends = Tokens(ledger) { _ in .void }
         reserves = Tokens(ledger) { .slot($0) }
         receives = Tokens(ledger) { .message($0) }
+    }
+
+    convenience init(program: ModelProgram<ChannelOp>, real: Bool, stampLedger: Ledger?, stats: ModelStats) {
+        self.init(capacity: program.capacity, real: real, stampLedger: stampLedger, stats: stats)
+    }
+
+    func prepareTokens() async {
+        await sends.prepare()
+        await reserves.prepare()
+        await receives.prepare()
+    }
+
+    func cleanUpTokens() {
+        sends.cleanUp()
+        reserves.cleanUp()
+        receives.cleanUp()
     }
 
     @inline(__always)
@@ -222,22 +235,14 @@ private final class ChannelDriver {
     func collect(_ wakeup: ChannelMachine.Wakeup, into wakes: inout Wakes) {
         switch wakeup {
         case .sendAccepted(let continuation, _):
-            if let serial = sends.resume(continuation, .success(()), as: .void, &failures) {
-                wakes.add(serial, .void, &failures)
-            }
+            sends.resume(continuation, .success(()), as: .void, into: &wakes, &failures)
         case .reserveGranted(let continuation, let slot, _):
-            if let serial = reserves.resume(continuation, .success(slot), as: .slot(slot), &failures) {
-                wakes.add(serial, .slot(slot), &failures)
-            }
+            reserves.resume(continuation, .success(slot), as: .slot(slot), into: &wakes, &failures)
         case .received(let continuation, let message, _):
-            if let serial = receives.resume(continuation, .success(message), as: .message(message), &failures) {
-                wakes.add(serial, .message(message), &failures)
-            }
+            receives.resume(continuation, .success(message), as: .message(message), into: &wakes, &failures)
             delivered(message)
         case .finished(let continuation, _):
-            if let serial = receives.resume(continuation, .success(nil), as: .message(nil), &failures) {
-                wakes.add(serial, .message(nil), &failures)
-            }
+            receives.resume(continuation, .success(nil), as: .message(nil), into: &wakes, &failures)
         }
     }
 
@@ -248,9 +253,7 @@ private final class ChannelDriver {
     }
 
     func deliver(_ receiver: ChannelMachine.ReceiverWaiter, _ message: Int, into wakes: inout Wakes) {
-        if let serial = receives.resume(receiver.continuation, .success(message), as: .message(message), &failures) {
-            wakes.add(serial, .message(message), &failures)
-        }
+        receives.resume(receiver.continuation, .success(message), as: .message(message), into: &wakes, &failures)
         delivered(message)
     }
 
@@ -258,13 +261,9 @@ private final class ChannelDriver {
               into wakes: inout Wakes) {
         switch waiter {
         case .send(_, let continuation, _):
-            if let serial = sends.resume(continuation, .failure(error), as: resumption, &failures) {
-                wakes.add(serial, resumption, &failures)
-            }
+            sends.resume(continuation, .failure(error), as: resumption, into: &wakes, &failures)
         case .reserve(let continuation, _):
-            if let serial = reserves.resume(continuation, .failure(error), as: resumption, &failures) {
-                wakes.add(serial, resumption, &failures)
-            }
+            reserves.resume(continuation, .failure(error), as: resumption, into: &wakes, &failures)
         }
     }
 
@@ -372,17 +371,13 @@ private final class ChannelDriver {
             got = "resumeAccepted"
             if let receiver, let value { deliver(receiver, value, into: &actual) }
             failures.check((receiver == nil) == (value == nil), "resumeAccepted with a receiver but no message, or the reverse")
-            if let serial = sends.resume(accepted, .success(()), as: .void, &failures) { actual.add(serial, .void, &failures) }
+            sends.resume(accepted, .success(()), as: .void, into: &actual, &failures)
         case .resumeClosed(let rejected):
             got = "resumeClosed"
-            if let serial = sends.resume(rejected, .failure(FuturelockError.channelClosed(channel: "model")), as: .closed, &failures) {
-                actual.add(serial, .closed, &failures)
-            }
+            sends.resume(rejected, .failure(FuturelockError.channelClosed(channel: "model")), as: .closed, into: &actual, &failures)
         case .resumeCancelled(let rejected):
             got = "resumeCancelled"
-            if let serial = sends.resume(rejected, .failure(CancellationError()), as: .cancelled, &failures) {
-                actual.add(serial, .cancelled, &failures)
-            }
+            sends.resume(rejected, .failure(CancellationError()), as: .cancelled, into: &actual, &failures)
         }
         failures.check(want == got, "enqueueSend: machine says \(got), model \(want)")
         compare(expected, actual, "enqueueSend")
@@ -442,19 +437,13 @@ private final class ChannelDriver {
             got = "suspended"
         case .resumeGranted(let granted, let slot):
             got = "resumeGranted"
-            if let serial = reserves.resume(granted, .success(slot), as: .slot(slot), &failures) {
-                actual.add(serial, .slot(slot), &failures)
-            }
+            reserves.resume(granted, .success(slot), as: .slot(slot), into: &actual, &failures)
         case .resumeClosed(let rejected):
             got = "resumeClosed"
-            if let serial = reserves.resume(rejected, .failure(FuturelockError.channelClosed(channel: "model")), as: .closed, &failures) {
-                actual.add(serial, .closed, &failures)
-            }
+            reserves.resume(rejected, .failure(FuturelockError.channelClosed(channel: "model")), as: .closed, into: &actual, &failures)
         case .resumeCancelled(let rejected):
             got = "resumeCancelled"
-            if let serial = reserves.resume(rejected, .failure(CancellationError()), as: .cancelled, &failures) {
-                actual.add(serial, .cancelled, &failures)
-            }
+            reserves.resume(rejected, .failure(CancellationError()), as: .cancelled, into: &actual, &failures)
         }
         failures.check(want == got, "enqueueReserve: machine says \(got), model \(want)")
         compare(expected, actual, "enqueueReserve")
@@ -522,14 +511,10 @@ private final class ChannelDriver {
             got = "resume"
             if let message { delivered(message) }
             collect(wakeups, into: &actual)
-            if let serial = receives.resume(resumed, .success(message), as: .message(message), &failures) {
-                actual.add(serial, .message(message), &failures)
-            }
+            receives.resume(resumed, .success(message), as: .message(message), into: &actual, &failures)
         case .resumeCancelled(let rejected):
             got = "resumeCancelled"
-            if let serial = receives.resume(rejected, .failure(CancellationError()), as: .cancelled, &failures) {
-                actual.add(serial, .cancelled, &failures)
-            }
+            receives.resume(rejected, .failure(CancellationError()), as: .cancelled, into: &actual, &failures)
         }
         failures.check(want == got, "enqueueReceive: machine says \(got), model \(want)")
         compare(expected, actual, "enqueueReceive")
@@ -631,9 +616,7 @@ private final class ChannelDriver {
                 fail(sender, FuturelockError.channelClosed(channel: "model"), as: .closed, into: &actual)
             }
             for receiver in action.receivers {
-                if let serial = receives.resume(receiver.continuation, .success(nil), as: .message(nil), &failures) {
-                    actual.add(serial, .message(nil), &failures)
-                }
+                receives.resume(receiver.continuation, .success(nil), as: .message(nil), into: &actual, &failures)
             }
             if !reservations.isEmpty { stats.note("close.withReservationsOut") }
             if !action.senders.isEmpty { stats.note("close.failedSenders") }
@@ -708,20 +691,15 @@ private final class ChannelDriver {
     /// check that every waiter was resumed and every accepted message received exactly once, in order.
     func drain(_ rng: inout SplitMix) {
         failures.phase = "drain"
-        let step = { (name: String) in
-            self.stats.drainOperations += 1
-            self.failures.noteStep(name, keep: true)
-            if !self.failures.failed { self.checkState() }
-        }
         close()
-        step("close")
+        drainStep("close")
         while !failures.failed, !reservations.isEmpty {
             let pick = rng.pick()
-            if rng.chance(60) { sendOnPermit(pick); step("permit.send") } else { releasePermit(pick, dropped: false); step("permit.release") }
+            if rng.chance(60) { sendOnPermit(pick); drainStep("permit.send") } else { releasePermit(pick, dropped: false); drainStep("permit.release") }
         }
         var rounds = 0
         while !failures.failed, tryReceive() != "finished" {
-            step("tryReceive")
+            drainStep("tryReceive")
             rounds += 1
             if rounds > capacity + 2 {
                 failures.fail("the closed, drained channel never reports its end")
@@ -729,12 +707,11 @@ private final class ChannelDriver {
             }
         }
         guard !failures.failed else { return }
-        step("tryReceive")
+        drainStep("tryReceive")
         failures.check(machine.available == capacity && machine.buffer.isEmpty && machine.held == 0,
                        "after the drain: \(machine.available) free, \(machine.buffer.count) buffered, \(machine.held) reserved")
         failures.check(machine.senders.isEmpty && machine.receivers.isEmpty, "waiters left after the drain")
-        let left = ledger.stillInMachine
-        failures.check(left.isEmpty, "continuations never resumed: \(left.prefix(8))")
+        checkNoContinuationLeft()
         failures.check(deliveredInOrder == accepted.count, "\(accepted.count) messages accepted, \(deliveredInOrder) delivered")
         for (index, count) in deliveredCount.enumerated() where failures.message == nil {
             let message = firstMessage + index
@@ -766,75 +743,17 @@ private final class ChannelDriver {
     }
 }
 
-// MARK: - Running programs
-
-enum ChannelModel {
-    static func run(_ program: ModelProgram<ChannelOp>, real: Bool, stampLedger: Ledger?, stats: ModelStats,
-                    name: String) async {
-        let driver = ChannelDriver(capacity: program.capacity, real: real, stampLedger: stampLedger, stats: stats)
-        var drainRNG = SplitMix(seed: program.drainSeed)
-        stats.programs += 1
-        stats.episodes += 1
-        for op in program.ops {
-            if real {
-                await driver.sends.prepare()
-                await driver.reserves.prepare()
-                await driver.receives.prepare()
-            }
-            driver.failures.noteStep(op.description, keep: true)
-            stats.operations += 1
-            // The loop never suspends otherwise: let other tests (and the real waiters' tasks) run.
-            if stats.operations % 128 == 0 { await Task.yield() }
-            if case .restart(let capacity) = op {
-                driver.drain(&drainRNG)
-                if driver.failures.failed { break }
-                driver.restart(capacity: capacity)
-            } else {
-                driver.apply(op)
-            }
-            if driver.failures.failed { break }
-            driver.checkState()
-            if driver.failures.failed { break }
-        }
-        if !driver.failures.failed { driver.drain(&drainRNG) }
-        let state = driver.stateDescription
-        stats.note("continuationsResumed", driver.ledger.resumedCount)
-        driver.sends.cleanUp()
-        driver.reserves.cleanUp()
-        driver.receives.cleanUp()
-        await driver.ledger.verifyObservations(into: &driver.failures)
-        driver.failures.report(name, program: program.testDescription, state: state)
-    }
-}
-
 @Suite("BoundedChannel model")
 struct BoundedChannelModelTests {
     /// The bulk: forged continuations, ledger off.
     @Test("BoundedChannel Model: random programs, forged continuations", ModelRun.seedTrait, .timeLimit(.minutes(10)))
     func channelModel_forgedContinuations() async {
-        ModelRun.checkSeedVariable()
-        let stats = ModelStats()
-        let start = ContinuousClock.now
-        await propertyCheck(count: ModelRun.programs(160),
-                            input: ModelProgram.generator { ChannelPrograms.make(&$0, length: 1500...3500) }) { program in
-            await ChannelModel.run(program, real: false, stampLedger: nil, stats: stats,
-                                   name: "channelModel_forgedContinuations")
-        }
-        print(stats.line("BoundedChannel model (forged continuations, ledger off)", elapsed: ContinuousClock.now - start))
+        await ChannelDriver.check(.forged, name: "channelModel_forgedContinuations")
     }
 
     /// Real suspended tasks as waiters, ledger on: every resumption observed by the task itself.
     @Test("BoundedChannel Model: random programs, real continuations and ledger", ModelRun.seedTrait, .timeLimit(.minutes(10)))
     func channelModel_realContinuations() async {
-        ModelRun.checkSeedVariable()
-        let stats = ModelStats()
-        let stampLedger = Ledger(configuration: .init())
-        let start = ContinuousClock.now
-        await propertyCheck(count: ModelRun.programs(60),
-                            input: ModelProgram.generator { ChannelPrograms.make(&$0, length: 800...1600) }) { program in
-            await ChannelModel.run(program, real: true, stampLedger: stampLedger, stats: stats,
-                                   name: "channelModel_realContinuations")
-        }
-        print(stats.line("BoundedChannel model (real continuations, ledger on)", elapsed: ContinuousClock.now - start))
+        await ChannelDriver.check(.real, name: "channelModel_realContinuations")
     }
 }

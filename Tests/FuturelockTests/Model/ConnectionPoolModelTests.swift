@@ -82,8 +82,10 @@ enum PoolOp: Sendable, CustomStringConvertible {
 
 // MARK: - Programs
 
-enum PoolPrograms {
-    static func make(_ rng: inout SplitMix, length: ClosedRange<Int>) -> ModelProgram<PoolOp> {
+extension PoolOp: ModelOp {
+    var restartCapacity: Int? { if case .restart(let capacity) = self { capacity } else { nil } }
+
+    static func makeProgram(_ rng: inout SplitMix, length: ClosedRange<Int>) -> ModelProgram<PoolOp> {
         // Weights: checkout, tryCheckout, startCreation, creationSucceeded, creationFailed, release,
         // returnBroken, closeFinished, takeToClose, cancel, shutdown, graceExpired, takeIDEarly, restart.
         let profiles: [(String, ClosedRange<Int>, [Int], queuedCancel: Int)] = [
@@ -94,11 +96,8 @@ enum PoolPrograms {
             ("shutdowns", 1...4, [16, 3, 10, 10, 4, 10, 5, 8, 3, 6, 4, 3, 2, 4], 60),
         ]
         let profile = profiles[rng.below(profiles.count)]
-        let count = length.lowerBound + rng.below(length.count)
-        var ops: [PoolOp] = []
-        ops.reserveCapacity(count)
-        for _ in 0..<count {
-            let op: PoolOp = switch rng.weighted(profile.2) {
+        return .random(&rng, profile: profile.0, capacities: profile.1, weights: profile.2, length: length) { rng, choice in
+            switch choice {
             case 0: .checkout(.random(&rng))
             case 1: .tryCheckout
             case 2: .startCreation(rng.pick(), cancelled: rng.chance(10))
@@ -112,18 +111,16 @@ enum PoolPrograms {
             case 10: .shutdown
             case 11: .graceExpired
             case 12: .takeIDEarly
-            default: .restart(capacity: profile.1.lowerBound + rng.below(profile.1.count))
+            default: .restart(capacity: rng.within(profile.1))
             }
-            ops.append(op)
         }
-        return ModelProgram(profile: profile.0, capacity: profile.1.lowerBound + rng.below(profile.1.count),
-                            ops: ops, drainSeed: rng.next())
     }
 }
 
 // MARK: - The driver: machine and model side by side
 
-private final class PoolDriver {
+private final class PoolDriver: ModelDriver {
+    static let title = "ConnectionPool model"
     var machine: PoolMachine
     // The model.
     struct LeaseModel {
@@ -191,6 +188,19 @@ private final class PoolDriver {
             case .replace(let connection, _): .replace(connection)
             }
         }
+    }
+
+    convenience init(program: ModelProgram<PoolOp>, real: Bool, stampLedger: Ledger?, stats: ModelStats) {
+        // The attempt limit is part of the program: 1 (serialised attempts) up to above the capacity.
+        self.init(capacity: program.capacity, maximumAttempts: 1 + Int(program.drainSeed % 4), real: real,
+                  stampLedger: stampLedger, stats: stats)
+    }
+
+    func prepareTokens() async { await tokens.prepare() }
+    func cleanUpTokens() { tokens.cleanUp() }
+
+    func describe(_ program: ModelProgram<PoolOp>) -> String {
+        program.testDescription + " (maximumConcurrentConnectionAttempts \(maximumAttempts))"
     }
 
     static func configuration(_ maximumAttempts: Int) -> ConnectionPool<Int>.Configuration {
@@ -267,9 +277,7 @@ private final class PoolDriver {
 
     func fail(_ continuation: PoolMachine.Continuation, _ resumption: Resumption, into actual: inout Wakes) {
         let error: any Error = resumption == .cancelled ? CancellationError() : FuturelockError.poolShutdown(pool: "model")
-        if let serial = tokens.resume(continuation, .failure(error), as: resumption, &failures) {
-            actual.add(serial, resumption, &failures)
-        }
+        tokens.resume(continuation, .failure(error), as: resumption, into: &actual, &failures)
     }
 
     /// Records the lease id and slot the machine gave a model lease.
@@ -662,13 +670,8 @@ private final class PoolDriver {
     /// every waiter was resumed and every connection closed.
     func drain(_ rng: inout SplitMix) {
         failures.phase = "drain"
-        let step = { (name: String) in
-            self.stats.drainOperations += 1
-            self.failures.noteStep(name, keep: true)
-            if !self.failures.failed { self.checkState() }
-        }
         shutdown()
-        step("shutdown")
+        drainStep("shutdown")
         var rounds = 0
         while !failures.failed {
             rounds += 1
@@ -680,24 +683,24 @@ private final class PoolDriver {
             let pick = rng.pick()
             if let index = creations.firstIndex(where: { !$0.started }) {
                 startCreation(at: index, cancelled: rng.chance(20))
-                step("startCreation")
+                drainStep("startCreation")
             } else if !creations.isEmpty {
-                if rng.chance(60) { creationSucceeded(pick, cancelled: rng.chance(20)); step("factory.success") } else { creationFailed(pick); step("factory.failure") }
+                if rng.chance(60) { creationSucceeded(pick, cancelled: rng.chance(20)); drainStep("factory.success") } else { creationFailed(pick); drainStep("factory.failure") }
             } else if !leases.isEmpty || !revoked.isEmpty {
                 let roll = rng.below(10)
                 if roll == 0 {
                     graceExpired()
-                    step("graceExpired")
+                    drainStep("graceExpired")
                 } else {
                     giveBack(Int(pick) % (leases.count + revoked.count), broken: roll < 4)
-                    step("lease.return")
+                    drainStep("lease.return")
                 }
             } else if !toClose.isEmpty {
                 takeToClose()
-                step("takeToClose")
+                drainStep("takeToClose")
             } else if !closers.isEmpty {
                 closeFinished(pick)
-                step("closeFinished")
+                drainStep("closeFinished")
             } else {
                 break
             }
@@ -706,8 +709,7 @@ private final class PoolDriver {
         failures.check(machine.isDrained && machine.closing == 0 && machine.held == 0 && machine.idle.isEmpty
                        && machine.toClose.isEmpty && machine.waiters.isEmpty,
                        "after the drain: \(stateDescription)")
-        let left = ledger.stillInMachine
-        failures.check(left.isEmpty, "continuations never resumed: \(left.prefix(8))")
+        checkNoContinuationLeft()
         failures.phase = "program"
     }
 
@@ -728,71 +730,17 @@ private final class PoolDriver {
     }
 }
 
-// MARK: - Running programs
-
-enum PoolModel {
-    static func run(_ program: ModelProgram<PoolOp>, real: Bool, stampLedger: Ledger?, stats: ModelStats,
-                    name: String) async {
-        // The attempt limit is part of the program: 1 (serialised attempts) up to above the capacity.
-        let maximumAttempts = 1 + Int(program.drainSeed % 4)
-        let driver = PoolDriver(capacity: program.capacity, maximumAttempts: maximumAttempts, real: real,
-                                stampLedger: stampLedger, stats: stats)
-        var drainRNG = SplitMix(seed: program.drainSeed)
-        stats.programs += 1
-        stats.episodes += 1
-        for op in program.ops {
-            if real { await driver.tokens.prepare() }
-            driver.failures.noteStep(op.description, keep: true)
-            stats.operations += 1
-            // The loop never suspends otherwise: let other tests (and the real waiters' tasks) run.
-            if stats.operations % 128 == 0 { await Task.yield() }
-            if case .restart(let capacity) = op {
-                driver.drain(&drainRNG)
-                if driver.failures.failed { break }
-                driver.restart(capacity: capacity)
-            } else {
-                driver.apply(op)
-            }
-            if driver.failures.failed { break }
-            driver.checkState()
-            if driver.failures.failed { break }
-        }
-        if !driver.failures.failed { driver.drain(&drainRNG) }
-        let state = driver.stateDescription
-        stats.note("continuationsResumed", driver.ledger.resumedCount)
-        driver.tokens.cleanUp()
-        await driver.ledger.verifyObservations(into: &driver.failures)
-        driver.failures.report(name, program: program.testDescription + " (maximumConcurrentConnectionAttempts \(maximumAttempts))",
-                               state: state)
-    }
-}
-
 @Suite("ConnectionPool model")
 struct ConnectionPoolModelTests {
     /// The bulk: forged continuations, ledger off.
     @Test("ConnectionPool Model: random programs, forged continuations", ModelRun.seedTrait, .timeLimit(.minutes(10)))
     func poolModel_forgedContinuations() async {
-        ModelRun.checkSeedVariable()
-        let stats = ModelStats()
-        let start = ContinuousClock.now
-        await propertyCheck(count: ModelRun.programs(160),
-                            input: ModelProgram.generator { PoolPrograms.make(&$0, length: 1500...3500) }) { program in
-            await PoolModel.run(program, real: false, stampLedger: nil, stats: stats, name: "poolModel_forgedContinuations")
-        }
-        print(stats.line("ConnectionPool model (forged continuations, ledger off)", elapsed: ContinuousClock.now - start))
+        await PoolDriver.check(.forged, name: "poolModel_forgedContinuations")
     }
 
     /// Real suspended tasks as waiters, ledger on: every resumption observed by the task itself.
     @Test("ConnectionPool Model: random programs, real continuations and ledger", ModelRun.seedTrait, .timeLimit(.minutes(10)))
     func poolModel_realContinuations() async {
-        ModelRun.checkSeedVariable()
-        let stats = ModelStats()
-        let stampLedger = Ledger(configuration: .init())
-        let start = ContinuousClock.now
-        await propertyCheck(count: ModelRun.programs(60),
-                            input: ModelProgram.generator { PoolPrograms.make(&$0, length: 800...1600) }) { program in
-            await PoolModel.run(program, real: true, stampLedger: stampLedger, stats: stats, name: "poolModel_realContinuations")
-        }
-        print(stats.line("ConnectionPool model (real continuations, ledger on)", elapsed: ContinuousClock.now - start))
+        await PoolDriver.check(.real, name: "poolModel_realContinuations")
     }
 }

@@ -139,6 +139,8 @@ struct SplitMix: RandomNumberGenerator {
     mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
     mutating func chance(_ percent: Int) -> Bool { below(100) < percent }
     mutating func pick() -> UInt16 { UInt16(truncatingIfNeeded: next()) }
+    /// A number in `range`.
+    mutating func within(_ range: ClosedRange<Int>) -> Int { range.lowerBound + below(range.count) }
 
     /// An index drawn with the given weights.
     mutating func weighted(_ weights: [Int]) -> Int {
@@ -207,6 +209,21 @@ struct ProgramShrinker<Op: Sendable & CustomStringConvertible>: Sequence, Sendab
 }
 
 extension ModelProgram {
+    /// A random program of a profile: a length drawn from `length`, each operation made by `op` from
+    /// the index `weights` draws, then the first machine's capacity drawn from `capacities` and the
+    /// drain seed — in this order, which (with the profile drawn first) fixes the program a seed makes.
+    static func random(_ rng: inout SplitMix, profile: String, capacities: ClosedRange<Int>, weights: [Int],
+                       length: ClosedRange<Int>, op: (inout SplitMix, Int) -> Op) -> ModelProgram {
+        let count = rng.within(length)
+        var ops: [Op] = []
+        ops.reserveCapacity(count)
+        for _ in 0..<count {
+            let choice = rng.weighted(weights)
+            ops.append(op(&rng, choice))
+        }
+        return ModelProgram(profile: profile, capacity: rng.within(capacities), ops: ops, drainSeed: rng.next())
+    }
+
     /// A PropertyBased generator of programs from `make` (given a seed), shrinking with `ProgramShrinker`.
     static func generator(_ make: @escaping @Sendable (inout SplitMix) -> ModelProgram)
         -> Generator<ModelProgram, ProgramShrinker<Op>> {
@@ -214,6 +231,123 @@ extension ModelProgram {
             var local = SplitMix(seed: rng.next())
             return make(&local)
         }, shrink: { ProgramShrinker(program: $0) })
+    }
+}
+
+// MARK: - The driver, the program loop and the test body
+
+/// An operation of a model test's programs.
+protocol ModelOp: Sendable, CustomStringConvertible {
+    /// A random program (`length` operations).
+    static func makeProgram(_ rng: inout SplitMix, length: ClosedRange<Int>) -> ModelProgram<Self>
+    /// The new machine's capacity if this is `restart(capacity:)` (drain and check this machine, then
+    /// start a new one; handled by the program loop), else nil.
+    var restartCapacity: Int? { get }
+}
+
+/// One primitive's machine and reference model side by side (`SemaphoreDriver`, …): what the program
+/// loop (`run`) and the test body (`check`) need of it.
+protocol ModelDriver: AnyObject {
+    associatedtype Op: ModelOp
+    /// Names the model in the closing `[model] …` line ("Semaphore model").
+    static var title: String { get }
+    /// A driver for one program, its first machine of `program.capacity`.
+    init(program: ModelProgram<Op>, real: Bool, stampLedger: Ledger?, stats: ModelStats)
+
+    var ledger: TokenLedger { get }
+    var stats: ModelStats { get }
+    var failures: Failures { get set }
+    /// The machine and the model, for a failure report.
+    var stateDescription: String { get }
+    /// The program as a failure report prints it (default: `testDescription`).
+    func describe(_ program: ModelProgram<Op>) -> String
+    /// Real mode, before each operation: keeps suspended tasks in stock in each of its `Tokens`.
+    func prepareTokens() async
+    /// Ends the tasks each of its `Tokens` left suspended (`Tokens.cleanUp`).
+    func cleanUpTokens()
+    func apply(_ op: Op)
+    /// Compares machine and model after an operation.
+    func checkState()
+    /// Ends the machine's lifetime and checks that everything came back (uses `drainStep`).
+    func drain(_ rng: inout SplitMix)
+    /// A new machine (after `drain`).
+    func restart(capacity: Int)
+}
+
+/// The two modes of every model test (see the header).
+enum ModelMode {
+    /// The bulk: forged continuations, ledger off.
+    case forged
+    /// Real suspended tasks as waiters, ledger on: every resumption observed by the task itself.
+    case real
+}
+
+extension ModelDriver {
+    func describe(_ program: ModelProgram<Op>) -> String { program.testDescription }
+
+    /// One step of `drain` (counted apart from the program's operations): noted, then checked.
+    func drainStep(_ name: String) {
+        stats.drainOperations += 1
+        failures.noteStep(name, keep: true)
+        if !failures.failed { checkState() }
+    }
+
+    /// The end of `drain`: the machine holds no continuation any more.
+    func checkNoContinuationLeft() {
+        let left = ledger.stillInMachine
+        failures.check(left.isEmpty, "continuations never resumed: \(left.prefix(8))")
+    }
+
+    /// Runs one program: each operation (a restart drains the machine and starts a new one), the state
+    /// compared after each, a final drain; then the real tasks' observations and the failure report.
+    static func run(_ program: ModelProgram<Op>, real: Bool, stampLedger: Ledger?, stats: ModelStats,
+                    name: String) async {
+        let driver = Self(program: program, real: real, stampLedger: stampLedger, stats: stats)
+        var drainRNG = SplitMix(seed: program.drainSeed)
+        stats.programs += 1
+        stats.episodes += 1
+        for op in program.ops {
+            if real { await driver.prepareTokens() }
+            driver.failures.noteStep(op.description, keep: true)
+            stats.operations += 1
+            // The loop never suspends otherwise: let other tests (and the real waiters' tasks) run.
+            if stats.operations % 128 == 0 { await Task.yield() }
+            if let capacity = op.restartCapacity {
+                driver.drain(&drainRNG)
+                if driver.failures.failed { break }
+                driver.restart(capacity: capacity)
+            } else {
+                driver.apply(op)
+            }
+            if driver.failures.failed { break }
+            driver.checkState()
+            if driver.failures.failed { break }
+        }
+        if !driver.failures.failed { driver.drain(&drainRNG) }
+        let state = driver.stateDescription
+        stats.note("continuationsResumed", driver.ledger.resumedCount)
+        driver.cleanUpTokens()
+        await driver.ledger.verifyObservations(into: &driver.failures)
+        driver.failures.report(name, program: driver.describe(program), state: state)
+    }
+
+    /// The body of a model test (`name` is the test function's): random programs in `mode` through
+    /// `propertyCheck` — 160 of 1500–3500 operations forged, 60 of 800–1600 real, times
+    /// `FUTURELOCK_MODEL_SCALE` — then the `[model] …` line.
+    static func check(_ mode: ModelMode, name: String, sourceLocation: SourceLocation = #_sourceLocation) async {
+        ModelRun.checkSeedVariable()
+        let stats = ModelStats()
+        let real = mode == .real
+        let stampLedger = real ? Ledger(configuration: .init()) : nil
+        let start = ContinuousClock.now
+        let length = real ? 800...1600 : 1500...3500
+        await propertyCheck(count: ModelRun.programs(real ? 60 : 160),
+                            input: ModelProgram.generator { Op.makeProgram(&$0, length: length) },
+                            perform: { program in
+                                await run(program, real: real, stampLedger: stampLedger, stats: stats, name: name)
+                            }, sourceLocation: sourceLocation)
+        let modeName = real ? "real continuations, ledger on" : "forged continuations, ledger off"
+        print(stats.line("\(title) (\(modeName))", elapsed: ContinuousClock.now - start))
     }
 }
 
@@ -466,6 +600,12 @@ final class Tokens<T: Sendable>: @unchecked Sendable {
         guard address & 0xF == 0, address >= Self.forgedBase else { return nil }
         let serial = Int((address - Self.forgedBase) >> 4)
         return serial < ledger.states.count ? serial : nil
+    }
+
+    /// `resume`, recording in `wakes` (what the step resumed) the resumption.
+    func resume(_ continuation: Continuation, _ result: Result<T, any Error>, as resumption: Resumption,
+                into wakes: inout Wakes, _ failures: inout Failures) {
+        if let serial = resume(continuation, result, as: resumption, &failures) { wakes.add(serial, resumption, &failures) }
     }
 
     /// Resumes a continuation the machine handed back; returns its serial, or `nil` (and a failure)

@@ -15,7 +15,7 @@
 // one live holding per permit with its units. At the end of each lifetime: close, release or forget
 // every permit — all permits back, every waiter resumed exactly once.
 //
-// To add an operation: a case in `SemaphoreOp`, its weight in `SemaphorePrograms`, its model rule
+// To add an operation: a case in `SemaphoreOp`, its weight in `SemaphoreOp.makeProgram`, its model rule
 // and machine call in `SemaphoreDriver.apply`.
 
 import PropertyBased
@@ -63,8 +63,10 @@ enum SemaphoreOp: Sendable, CustomStringConvertible {
 
 // MARK: - Programs
 
-enum SemaphorePrograms {
-    static func make(_ rng: inout SplitMix, length: ClosedRange<Int>) -> ModelProgram<SemaphoreOp> {
+extension SemaphoreOp: ModelOp {
+    var restartCapacity: Int? { if case .restart(let capacity) = self { capacity } else { nil } }
+
+    static func makeProgram(_ rng: inout SplitMix, length: ClosedRange<Int>) -> ModelProgram<SemaphoreOp> {
         // Weights: tryAcquire, acquire, release, forgetPermit, addPermits, forgetPermits, cancel, close,
         // takeIDEarly, restart. `multi`: percent of requests for more than one permit.
         let profiles: [(String, ClosedRange<Int>, [Int], queuedCancel: Int, multi: Int)] = [
@@ -79,11 +81,8 @@ enum SemaphorePrograms {
             guard rng.chance(profile.multi) else { return 1 }
             return rng.chance(85) ? 2 + rng.below(3) : 5 + rng.below(4)
         }
-        let count = length.lowerBound + rng.below(length.count)
-        var ops: [SemaphoreOp] = []
-        ops.reserveCapacity(count)
-        for _ in 0..<count {
-            let op: SemaphoreOp = switch rng.weighted(profile.2) {
+        return .random(&rng, profile: profile.0, capacities: profile.1, weights: profile.2, length: length) { rng, choice in
+            switch choice {
             case 0: .tryAcquire(count: request(&rng))
             case 1: .acquire(count: request(&rng), .random(&rng))
             case 2: .release(rng.pick(), dropped: rng.chance(20))
@@ -93,18 +92,16 @@ enum SemaphorePrograms {
             case 6: .cancel(rng.pick(), queuedOnly: rng.chance(profile.queuedCancel), timeout: rng.chance(30))
             case 7: .close
             case 8: .takeIDEarly
-            default: .restart(capacity: profile.1.lowerBound + rng.below(profile.1.count))
+            default: .restart(capacity: rng.within(profile.1))
             }
-            ops.append(op)
         }
-        return ModelProgram(profile: profile.0, capacity: profile.1.lowerBound + rng.below(profile.1.count),
-                            ops: ops, drainSeed: rng.next())
     }
 }
 
 // MARK: - The driver: machine and model side by side
 
-private final class SemaphoreDriver {
+private final class SemaphoreDriver: ModelDriver {
+    static let title = "Semaphore model"
     var machine: SemaphoreMachine
     // The model.
     struct HeldPermit {
@@ -143,6 +140,13 @@ private final class SemaphoreDriver {
         tokens = Tokens(ledger) { .slot($0) }
     }
 
+    convenience init(program: ModelProgram<SemaphoreOp>, real: Bool, stampLedger: Ledger?, stats: ModelStats) {
+        self.init(capacity: program.capacity, real: real, stampLedger: stampLedger, stats: stats)
+    }
+
+    func prepareTokens() async { await tokens.prepare() }
+    func cleanUpTokens() { tokens.cleanUp() }
+
     @inline(__always)
     func stamp() -> OwnerStamp? { stampLedger?.stamp(fileID: #fileID, line: #line, function: #function) }
 
@@ -172,15 +176,11 @@ private final class SemaphoreDriver {
         case .none:
             break
         case .handOff(let continuation, let slot, _):
-            if let serial = tokens.resume(continuation, .success(slot), as: .slot(slot), &failures) {
-                actual.add(serial, .slot(slot), &failures)
-            }
+            tokens.resume(continuation, .success(slot), as: .slot(slot), into: &actual, &failures)
         case .handOffs(let grants):
             failures.check(grants.count >= 2, "handOffs with \(grants.count) grant(s)")
             for grant in grants {
-                if let serial = tokens.resume(grant.continuation, .success(grant.slot), as: .slot(grant.slot), &failures) {
-                    actual.add(serial, .slot(grant.slot), &failures)
-                }
+                tokens.resume(grant.continuation, .success(grant.slot), as: .slot(grant.slot), into: &actual, &failures)
             }
             stats.note("handOffs.several")
         }
@@ -289,24 +289,18 @@ private final class SemaphoreDriver {
             got = "suspended"
         case .resumeGranted(let granted, let slot):
             got = "resumeGranted"
-            if let serial = tokens.resume(granted, .success(slot), as: .slot(slot), &failures) { actual.add(serial, .slot(slot), &failures) }
+            tokens.resume(granted, .success(slot), as: .slot(slot), into: &actual, &failures)
         case .resumeCancelled(let rejected):
             got = "resumeCancelled"
-            if let serial = tokens.resume(rejected, .failure(CancellationError()), as: .cancelled, &failures) {
-                actual.add(serial, .cancelled, &failures)
-            }
+            tokens.resume(rejected, .failure(CancellationError()), as: .cancelled, into: &actual, &failures)
         case .resumeClosed(let rejected):
             got = "resumeClosed"
-            if let serial = tokens.resume(rejected, .failure(FuturelockError.semaphoreClosed(semaphore: "model")), as: .closed, &failures) {
-                actual.add(serial, .closed, &failures)
-            }
+            tokens.resume(rejected, .failure(FuturelockError.semaphoreClosed(semaphore: "model")), as: .closed, into: &actual, &failures)
         case .resumeExceedsCapacity(let rejected, let reported):
             got = "resumeExceedsCapacity"
             failures.check(reported == capacity, "resumeExceedsCapacity reports capacity \(reported), model \(capacity)")
             let error = FuturelockError.permitRequestExceedsCapacity(semaphore: "model", requested: count, capacity: reported)
-            if let serial = tokens.resume(rejected, .failure(error), as: .exceedsCapacity, &failures) {
-                actual.add(serial, .exceedsCapacity, &failures)
-            }
+            tokens.resume(rejected, .failure(error), as: .exceedsCapacity, into: &actual, &failures)
         }
         failures.check(want == got, "enqueue(count: \(count)): machine says \(got), model \(want)")
         compare(expected, actual, "enqueue")
@@ -398,9 +392,7 @@ private final class SemaphoreDriver {
         let failed = machine.close()
         failures.check((failed == nil) == wasClosed, "close: machine returned \(failed == nil ? "nil" : "waiters"), already closed: \(wasClosed)")
         for continuation in failed ?? [] {
-            if let serial = tokens.resume(continuation, .failure(FuturelockError.semaphoreClosed(semaphore: "model")), as: .closed, &failures) {
-                actual.add(serial, .closed, &failures)
-            }
+            tokens.resume(continuation, .failure(FuturelockError.semaphoreClosed(semaphore: "model")), as: .closed, into: &actual, &failures)
         }
         if let failed, !failed.isEmpty { stats.note("close.failedWaiters") }
         compare(expected, actual, "close")
@@ -465,28 +457,22 @@ private final class SemaphoreDriver {
     /// waiter was resumed and every permit is back.
     func drain(_ rng: inout SplitMix) {
         failures.phase = "drain"
-        let step = { (name: String) in
-            self.stats.drainOperations += 1
-            self.failures.noteStep(name, keep: true)
-            if !self.failures.failed { self.checkState() }
-        }
         close()
-        step("close")
+        drainStep("close")
         while !failures.failed, !permits.isEmpty {
             let pick = rng.pick()
             if rng.chance(85) {
                 release(Int(pick) % permits.count)
-                step("permit.release")
+                drainStep("permit.release")
             } else {
                 forgetPermit(pick)
-                step("permit.forget")
+                drainStep("permit.forget")
             }
         }
         guard !failures.failed else { return }
         failures.check(machine.held == 0 && machine.available == machine.capacity && machine.waiters.isEmpty,
                        "after the drain: \(machine.available) free of \(machine.capacity), \(machine.held) held, \(machine.waiters.count) queued")
-        let left = ledger.stillInMachine
-        failures.check(left.isEmpty, "continuations never resumed: \(left.prefix(8))")
+        checkNoContinuationLeft()
         failures.phase = "program"
     }
 
@@ -502,69 +488,17 @@ private final class SemaphoreDriver {
     }
 }
 
-// MARK: - Running programs
-
-enum SemaphoreModel {
-    static func run(_ program: ModelProgram<SemaphoreOp>, real: Bool, stampLedger: Ledger?, stats: ModelStats,
-                    name: String) async {
-        let driver = SemaphoreDriver(capacity: program.capacity, real: real, stampLedger: stampLedger, stats: stats)
-        var drainRNG = SplitMix(seed: program.drainSeed)
-        stats.programs += 1
-        stats.episodes += 1
-        for op in program.ops {
-            if real { await driver.tokens.prepare() }
-            driver.failures.noteStep(op.description, keep: true)
-            stats.operations += 1
-            // The loop never suspends otherwise: let other tests (and the real waiters' tasks) run.
-            if stats.operations % 128 == 0 { await Task.yield() }
-            if case .restart(let capacity) = op {
-                driver.drain(&drainRNG)
-                if driver.failures.failed { break }
-                driver.restart(capacity: capacity)
-            } else {
-                driver.apply(op)
-            }
-            if driver.failures.failed { break }
-            driver.checkState()
-            if driver.failures.failed { break }
-        }
-        if !driver.failures.failed { driver.drain(&drainRNG) }
-        let state = driver.stateDescription
-        stats.note("continuationsResumed", driver.ledger.resumedCount)
-        driver.tokens.cleanUp()
-        await driver.ledger.verifyObservations(into: &driver.failures)
-        driver.failures.report(name, program: program.testDescription, state: state)
-    }
-}
-
 @Suite("Semaphore model")
 struct SemaphoreModelTests {
     /// The bulk: forged continuations, ledger off.
     @Test("Semaphore Model: random programs, forged continuations", ModelRun.seedTrait, .timeLimit(.minutes(10)))
     func semaphoreModel_forgedContinuations() async {
-        ModelRun.checkSeedVariable()
-        let stats = ModelStats()
-        let start = ContinuousClock.now
-        await propertyCheck(count: ModelRun.programs(160),
-                            input: ModelProgram.generator { SemaphorePrograms.make(&$0, length: 1500...3500) }) { program in
-            await SemaphoreModel.run(program, real: false, stampLedger: nil, stats: stats,
-                                     name: "semaphoreModel_forgedContinuations")
-        }
-        print(stats.line("Semaphore model (forged continuations, ledger off)", elapsed: ContinuousClock.now - start))
+        await SemaphoreDriver.check(.forged, name: "semaphoreModel_forgedContinuations")
     }
 
     /// Real suspended tasks as waiters, ledger on: every resumption observed by the task itself.
     @Test("Semaphore Model: random programs, real continuations and ledger", ModelRun.seedTrait, .timeLimit(.minutes(10)))
     func semaphoreModel_realContinuations() async {
-        ModelRun.checkSeedVariable()
-        let stats = ModelStats()
-        let stampLedger = Ledger(configuration: .init())
-        let start = ContinuousClock.now
-        await propertyCheck(count: ModelRun.programs(60),
-                            input: ModelProgram.generator { SemaphorePrograms.make(&$0, length: 800...1600) }) { program in
-            await SemaphoreModel.run(program, real: true, stampLedger: stampLedger, stats: stats,
-                                     name: "semaphoreModel_realContinuations")
-        }
-        print(stats.line("Semaphore model (real continuations, ledger on)", elapsed: ContinuousClock.now - start))
+        await SemaphoreDriver.check(.real, name: "semaphoreModel_realContinuations")
     }
 }
