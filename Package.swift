@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "Futurelock", targets: ["Futurelock"]),
         .library(name: "FuturelockSymbols", targets: ["FuturelockSymbols"]),
         .library(name: "FuturelockServiceLifecycle", targets: ["FuturelockServiceLifecycle"]),
+        .library(name: "FuturelockPostgres", targets: ["FuturelockPostgres"]),
         .executable(name: "futurelock", targets: ["FuturelockCLI"]),
         .executable(name: "futurelock-bench", targets: ["FuturelockBenchmarks"]),
         .executable(name: "futurelock-icount", targets: ["FuturelockInstructionCount"]),
@@ -26,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
@@ -57,6 +59,12 @@ let package = Package(
                 "Futurelock",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: strict
+        ),
+        // PostgreSQL through PostgresNIO: a target of its own, so the core does not pay for its build.
+        .target(
+            name: "FuturelockPostgres",
+            dependencies: ["Futurelock", .product(name: "PostgresNIO", package: "postgres-nio")],
             swiftSettings: strict
         ),
         .target(
@@ -122,6 +130,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "FuturelockPostgresTests",
+            dependencies: ["FuturelockPostgres", "Futurelock", .product(name: "PostgresNIO", package: "postgres-nio")],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh Debian machine: installs what the tests need (libdw for
-# symbolication, Graphviz for SVG rendering), builds, and runs the whole suite (Swift Testing).
+# symbolication, Graphviz for SVG rendering, PostgreSQL for the FuturelockPostgres tests), builds, and
+# runs the whole suite (Swift Testing).
 # This is the README's test command, and .ci/run calls it verbatim.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,11 @@ fi
 
 echo "== building (debug, with tests)"
 swift build --build-tests
+# A real PostgreSQL server on loopback for the FuturelockPostgres tests (installed if missing),
+# stopped when this script ends, whether the tests pass or fail.
+source Tests/postgres-server.sh
+trap stop_postgres EXIT
+start_postgres
 echo "== running tests"
 # A hung test fails the run instead of eating the CI budget.
 timeout 1800 swift test --skip-build
