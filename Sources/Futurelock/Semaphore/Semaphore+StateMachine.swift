@@ -54,15 +54,22 @@ extension Semaphore {
         /// Fast path: `count` permits if that many are free, nobody queues (no barging past waiters)
         /// and the semaphore is open.
         mutating func tryAcquire(_ stamp: consuming OwnerStamp?, count: Int = 1) -> Int32? {
-            guard available >= count, waiters.isEmpty, !closed else { return nil }
+            guard grantsAtOnce(count) else { return nil }
             available -= count
             return grant(stamp, count: count)
+        }
+
+        /// Whether `count` permits can be granted without waiting: they are free, nobody queues (no
+        /// barging past waiters) and the semaphore is open.
+        @inline(__always)
+        private func grantsAtOnce(_ count: Int) -> Bool {
+            available >= count && waiters.isEmpty && !closed
         }
 
         /// ``tryAcquire(_:count:)`` for one permit with the ledger off.
         @inline(__always)
         mutating func tryAcquireUntracked() -> Bool {
-            guard available > 0, waiters.isEmpty, !closed else { return false }
+            guard grantsAtOnce(1) else { return false }
             available &-= 1
             held &+= 1
             return true

@@ -297,6 +297,8 @@ public final class Semaphore: Sendable, HoldingTransferring {
         _ body: () async throws -> Result
     ) async throws -> Result {
         guard permits >= 1 else { throw FuturelockError.invalidPermitCount(semaphore: name, value: permits) }
+        // The permits never reach `body`, so only the end of this call can release them: the ledger
+        // marks the holding pinned, which lets the watchdog prove a lock that rests on it.
         var stamp = ledger.stamp(fileID: fileID, line: line, function: function)
         stamp?.isPinned = true
         let slot = try await acquireSlot(stamped: stamp, count: permits)
@@ -380,28 +382,20 @@ public final class Semaphore: Sendable, HoldingTransferring {
         isolation: isolated (any Actor)? = #isolation,
         _ body: () async throws -> Result
     ) async throws -> Result {
-        // The permit never reaches `body`, so only the end of this call can release it: the ledger
-        // marks the holding pinned, which lets the watchdog prove a lock that rests on it.
-        var stamp = ledger.stamp(fileID: fileID, line: line, function: function)
-        stamp?.isPinned = true
-        let slot = try await acquireSlot(stamped: stamp, count: 1)
-        defer { release(slot: slot, count: 1, fileID: fileID, line: line, function: function) }
-        return try await body()
+        try await withPermits(1, fileID: fileID, line: line, function: function, isolation: isolation, body)
     }
 
     // MARK: - Releasing (called by Permit)
 
     func release(slot: Int32, count: Int, fileID: StaticString, line: UInt, function: StaticString) {
         if slot == StateMachine.untrackedSlot {
-            // Ledger off: nobody to note, no history; usually nobody waits either.
-            let action = state.withLock { $0.release(slot: slot, count: count) }
-            if case .none = action { return }
-            perform(action)
+            // Ledger off: nobody to note and no history.
+            perform(state.withLock { $0.release(slot: slot, count: count) })
             return
         }
         // Who releases matters when it is not the holder: the acquisition site hands permits on
         // (and the event history records the move).
-        let releaser = slot != StateMachine.untrackedSlot ? ledger.context.task : .none
+        let releaser = ledger.context.task
         let (action, moved) = state.withLock { machine -> (StateMachine.ReleaseAction, Bool) in
             var moved = false
             if releaser != .none, let holder = machine.holdings.holderTask(slot), holder != releaser {
