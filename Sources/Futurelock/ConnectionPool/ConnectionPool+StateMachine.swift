@@ -162,11 +162,7 @@ extension ConnectionPool {
         private mutating func take(_ stamp: OwnerStamp?, now: Instant,
                                    task taskAddress: @autoclosure () -> UInt = currentTaskAddress(),
                                    checked: Bool = false) -> Grant? {
-            while let entry = idle.popLast() {
-                if expired(created: entry.created, now: now) {
-                    toClose.append(entry.connection)
-                    continue
-                }
+            if let entry = takeIdle(now: now) {
                 return .connection(grant(entry.connection, created: entry.created, idleFor: entry.since.duration(to: now),
                                          stamp, task: taskAddress(), checked: checked))
             }
@@ -197,17 +193,23 @@ extension ConnectionPool {
         /// An idle connection only: never reserves capacity (the factory would suspend), and never one
         /// that has rested `checkAfter` or longer (its health check would suspend).
         mutating func tryCheckout(_ stamp: OwnerStamp?, now: Instant, checkAfter: Duration? = nil) -> Handed? {
-            guard !isShutdown, waiters.isEmpty else { return nil }
+            guard !isShutdown, waiters.isEmpty,
+                  let entry = takeIdle(now: now, unlessRestedFor: checkAfter) else { return nil }
+            return grant(entry.connection, created: entry.created, idleFor: entry.since.duration(to: now), stamp)
+        }
+
+        /// The most recently used idle connection; those past their lifetime on the way are set aside
+        /// to be closed. `nil` when none is left — or when the next one has rested `unlessRestedFor`
+        /// or longer (it is then left in place).
+        private mutating func takeIdle(now: Instant, unlessRestedFor limit: Duration? = nil) -> Idle? {
             while let entry = idle.last {
                 if expired(created: entry.created, now: now) {
                     idle.removeLast()
                     toClose.append(entry.connection)
                     continue
                 }
-                let idleFor = entry.since.duration(to: now)
-                if let checkAfter, idleFor >= checkAfter { return nil }
-                idle.removeLast()
-                return grant(entry.connection, created: entry.created, idleFor: idleFor, stamp)
+                if let limit, entry.since.duration(to: now) >= limit { return nil }
+                return idle.removeLast()
             }
             return nil
         }

@@ -92,12 +92,17 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
     private let healthCheck: (@Sendable (Connection) async -> Bool)?
     private let waiterSerial = Atomic<UInt64>(0)
     private let history: EventHistory?
-    /// Tasks in ``shutdown(gracePeriod:fileID:line:function:)`` waiting for a lease to come back or a
-    /// creation to end.
-    private let drainWaiters = Lock<[UInt64: UnsafeContinuation<Void, Never>]>([:])
-    /// Checkouts sleeping out a back-off, woken when a shutdown starts.
-    private let shutdownWatchers = Lock<[UInt64: UnsafeContinuation<Void, Never>]>([:])
-    /// Set once a shutdown starts: only then do events look for ``drainWaiters``.
+    /// Tasks suspended until something happens (see ``wait(in:cancellable:unless:)``).
+    private let bells = Lock<Bells>(Bells())
+    /// The waiting tasks, one list per event that rings it.
+    private struct Bells {
+        typealias Waiters = [UInt64: UnsafeContinuation<Void, Never>]
+        /// Shutdowns waiting for a lease to come back, a creation to end or a close to finish.
+        var drain: Waiters = [:]
+        /// Checkouts sleeping out a back-off, woken when a shutdown starts.
+        var shutdown: Waiters = [:]
+    }
+    /// Set once a shutdown starts: only then do events ring the drain bell.
     private let shuttingDown = Atomic<Bool>(false)
 
     /// Creates a pool. No connection is made until a checkout (or ``run()``, for
@@ -286,7 +291,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         if let notBefore {
             // The back-off is waited for in this task; a cancellation or a shutdown ends it (then
             // `startCreation` passes the right on, or gives the unit back).
-            await sleep(until: notBefore, orUntilShutdown: true)
+            await sleepUnlessShutDown(until: notBefore)
         }
         switch state.withLock({ $0.startCreation(isCancelled: Task.isCancelled, now: .now) }) {
         case .proceed: break
@@ -458,11 +463,7 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
         if let action = state.withLock({ $0.shutdown() }) {
             record(.close, stamp)
             // Back-off sleepers give their creation rights back now instead of sleeping on.
-            let sleepers = shutdownWatchers.withLock { watchers -> [UnsafeContinuation<Void, Never>] in
-                defer { watchers.removeAll() }
-                return Array(watchers.values)
-            }
-            for sleeper in sleepers { sleeper.resume() }
+            ring(\.shutdown)
             for continuation in action.fail {
                 continuation.resume(throwing: FuturelockError.poolShutdown(pool: name))
             }
@@ -493,81 +494,69 @@ public final class ConnectionPool<Connection: Sendable>: Sendable, HoldingTransf
     /// Waits until a lease comes back, a creation ends or a close finishes — or until `deadline`;
     /// with no deadline, for the change only, whatever the task's cancellation.
     private func waitForChange(until deadline: ContinuousClock.Instant?) async {
+        let changed = { @Sendable (cancellable: Bool) async in
+            await self.wait(in: \.drain, cancellable: cancellable) { machine in
+                !machine.toCloseIsEmpty || machine.isDrained
+            }
+        }
         guard let deadline else {
-            await doorbell(cancellable: false)
+            await changed(false)
             return
         }
+        await race(until: deadline) { await changed(true) }
+    }
+
+    /// Sleeps until `instant`, or until the task is cancelled, or until the pool starts shutting down.
+    private func sleepUnlessShutDown(until instant: ContinuousClock.Instant) async {
+        await race(until: instant) {
+            await self.wait(in: \.shutdown, cancellable: true) { $0.isShutdown }
+        }
+    }
+
+    /// Runs `wait` against a sleep until `instant`; returns when either ends (the other is cancelled).
+    private func race(until instant: ContinuousClock.Instant, _ wait: @escaping @Sendable () async -> Void) async {
         await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                try? await Task.sleep(until: deadline, clock: .continuous)
-            }
-            group.addTask {
-                await self.doorbell(cancellable: true)
-            }
+            group.addTask { try? await Task.sleep(until: instant, clock: .continuous) }
+            group.addTask { await wait() }
             await group.next()
             group.cancelAll()
         }
     }
 
-    /// Suspends until the next change a shutdown waits for (see ``wakeDrainWaiters()``).
-    private func doorbell(cancellable: Bool) async {
+    /// Suspends at `bell` until it is rung (``ring(_:)``), unless `ready` already holds. `ready`
+    /// is checked, and the waiter registered, under the pool's lock, so an event that changes the
+    /// state and then rings cannot slip in between. A `cancellable` wait also ends on cancellation.
+    private func wait(in bell: WritableKeyPath<Bells, Bells.Waiters> & Sendable, cancellable: Bool,
+                      unless ready: @escaping (inout StateMachine) -> Bool) async {
         let ticket = waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-                // Registered under the pool's lock, so a change made after the caller's last check
-                // and before this point is not missed: it is re-checked here.
-                let resumeNow = self.state.withLock { machine -> Bool in
-                    if machine.toCloseIsEmpty && !machine.isDrained && !(cancellable && Task.isCancelled) {
-                        self.drainWaiters.withLock { $0[ticket] = continuation }
-                        return false
-                    }
-                    return true
+                let resumeNow = state.withLock { machine -> Bool in
+                    if ready(&machine) || (cancellable && Task.isCancelled) { return true }
+                    bells.withLock { $0[keyPath: bell][ticket] = continuation }
+                    return false
                 }
                 if resumeNow { continuation.resume() }
             }
         } onCancel: {
-            if cancellable { self.drainWaiters.withLock { $0.removeValue(forKey: ticket) }?.resume() }
+            if cancellable { bells.withLock { $0[keyPath: bell].removeValue(forKey: ticket) }?.resume() }
         }
     }
 
-    /// Sleeps until `instant`, or until the task is cancelled, or — with `orUntilShutdown` — until
-    /// the pool starts shutting down.
-    private func sleep(until instant: ContinuousClock.Instant, orUntilShutdown: Bool) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                try? await Task.sleep(until: instant, clock: .continuous)
-            }
-            group.addTask {
-                let ticket = self.waiterSerial.wrappingAdd(1, ordering: .relaxed).newValue
-                await withTaskCancellationHandler {
-                    await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-                        let resumeNow = self.state.withLock { machine -> Bool in
-                            if !machine.isShutdown && !Task.isCancelled {
-                                self.shutdownWatchers.withLock { $0[ticket] = continuation }
-                                return false
-                            }
-                            return true
-                        }
-                        if resumeNow { continuation.resume() }
-                    }
-                } onCancel: {
-                    self.shutdownWatchers.withLock { $0.removeValue(forKey: ticket) }?.resume()
-                }
-            }
-            await group.next()
-            group.cancelAll()
+    /// Resumes every task waiting at `bell`.
+    private func ring(_ bell: WritableKeyPath<Bells, Bells.Waiters>) {
+        let waiting = bells.withLock { bells -> [UnsafeContinuation<Void, Never>] in
+            guard !bells[keyPath: bell].isEmpty else { return [] }
+            defer { bells[keyPath: bell].removeAll() }
+            return Array(bells[keyPath: bell].values)
         }
+        for continuation in waiting { continuation.resume() }
     }
 
     /// Wakes tasks in `shutdown` waiting for a change.
     private func wakeDrainWaiters() {
         guard shuttingDown.load(ordering: .acquiring) else { return }
-        let waiting = drainWaiters.withLock { waiters -> [UnsafeContinuation<Void, Never>] in
-            guard !waiters.isEmpty else { return [] }
-            defer { waiters.removeAll() }
-            return Array(waiters.values)
-        }
-        for continuation in waiting { continuation.resume() }
+        ring(\.drain)
     }
 
     // MARK: - Returning (called by Lease)
