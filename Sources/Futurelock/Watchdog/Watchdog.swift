@@ -166,6 +166,12 @@ public final class Watchdog: Sendable {
         return published
     }
 
+    /// Writes the report's dump to `path` in the configured format, replacing the file atomically.
+    private func writeDump(_ report: Report, to path: String) throws {
+        try report.dump.render(configuration.dumpFormat, waitThreshold: configuration.waitThreshold)
+            .write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
     static func parseAddress(_ text: String) -> UInt? {
         text.hasPrefix("0x") ? UInt(text.dropFirst(2), radix: 16) : nil
     }
@@ -237,8 +243,7 @@ public final class Watchdog: Sendable {
         guard !report.new.isEmpty || !report.resolved.isEmpty else { return }
         if !report.new.isEmpty, let path = configuration.dumpPath {
             do {
-                try report.dump.render(configuration.dumpFormat, waitThreshold: configuration.waitThreshold)
-                    .write(toFile: path, atomically: true, encoding: .utf8)
+                try writeDump(report, to: path)
             } catch {
                 logger.error("could not write the dump to \(path): \(error)")
             }
@@ -309,8 +314,7 @@ extension Watchdog {
         let report = check()
         let path = signalDumpDestination
         do {
-            try report.dump.render(configuration.dumpFormat, waitThreshold: configuration.waitThreshold)
-                .write(toFile: path, atomically: true, encoding: .utf8)
+            try writeDump(report, to: path)
         } catch {
             logger.error("could not write the dump (\(reason)) to \(path): \(error)")
             return nil
