@@ -129,19 +129,7 @@ public final class PlainChannel<Element: Sendable>: Sendable {
     }
 
     public func receive() async -> Element? {
-        let fast = state.withLock { state -> ReceiveStep in
-            if let element = state.buffer.popFirst() {
-                // A slot freed: the oldest waiting sender's element takes it.
-                if let sender = state.senders.popFirst() {
-                    state.buffer.append(sender.element)
-                    return .element(element, sender.continuation)
-                }
-                return .element(element, nil)
-            }
-            if let sender = state.senders.popFirst() { return .element(sender.element, sender.continuation) }
-            return state.closed ? .finished : .wait
-        }
-        switch fast {
+        switch state.withLock({ Self.take(&$0) }) {
         case .element(let element, let sender):
             sender?.resume()
             return element
@@ -150,17 +138,9 @@ public final class PlainChannel<Element: Sendable>: Sendable {
         case .wait:
             return await withUnsafeContinuation { (continuation: UnsafeContinuation<Element?, Never>) in
                 let slow = state.withLock { state -> ReceiveStep in
-                    if let element = state.buffer.popFirst() {
-                        if let sender = state.senders.popFirst() {
-                            state.buffer.append(sender.element)
-                            return .element(element, sender.continuation)
-                        }
-                        return .element(element, nil)
-                    }
-                    if let sender = state.senders.popFirst() { return .element(sender.element, sender.continuation) }
-                    if state.closed { return .finished }
-                    state.receiver = continuation
-                    return .wait
+                    let step = Self.take(&state)
+                    if case .wait = step { state.receiver = continuation }
+                    return step
                 }
                 switch slow {
                 case .wait: break
@@ -169,6 +149,20 @@ public final class PlainChannel<Element: Sendable>: Sendable {
                 }
             }
         }
+    }
+
+    /// The next message, if there is one: from the buffer (its freed slot goes to the oldest waiting
+    /// sender's element), else straight from the oldest waiting sender.
+    private static func take(_ state: inout State) -> ReceiveStep {
+        if let element = state.buffer.popFirst() {
+            if let sender = state.senders.popFirst() {
+                state.buffer.append(sender.element)
+                return .element(element, sender.continuation)
+            }
+            return .element(element, nil)
+        }
+        if let sender = state.senders.popFirst() { return .element(sender.element, sender.continuation) }
+        return state.closed ? .finished : .wait
     }
 
     public func close() {
